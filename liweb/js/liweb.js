@@ -1,0 +1,214 @@
+// liweb.js: dependency-free browser client for liweb (ES module).
+//
+// Wire protocol: WebSocket JSON text frames `{"event": string, "payload": any}`
+// in both directions; a missing payload means null. The server may send the
+// reserved event `error` with payload `{code, message, event?}`.
+
+const LOCAL_EVENTS = new Set(["open", "close", "state"]);
+const MAX_QUEUE = 100;
+
+/**
+ * Resolve a possibly relative URL against `location`, mapping http(s) to ws(s).
+ * @param {string} url
+ * @returns {string}
+ */
+function resolveUrl(url) {
+  const base = typeof location !== "undefined" ? location.href : undefined;
+  const u = new URL(url, base);
+  if (u.protocol === "http:") u.protocol = "ws:";
+  else if (u.protocol === "https:") u.protocol = "wss:";
+  return u.href;
+}
+
+/**
+ * Realtime event client for a liweb server.
+ *
+ * Local events: `open` (null), `close` ({code, reason}),
+ * `state` ("connecting" | "open" | "closed"). Every other event name,
+ * including `error`, comes from the server.
+ */
+export class LiwebClient {
+  /**
+   * @param {string} url WebSocket URL; may be relative (e.g. "/ws").
+   * @param {{reconnect?: boolean, minDelayMs?: number, maxDelayMs?: number}} [options]
+   */
+  constructor(url, { reconnect = true, minDelayMs = 250, maxDelayMs = 5000 } = {}) {
+    this.url = resolveUrl(url);
+    this.options = { reconnect, minDelayMs, maxDelayMs: Math.max(minDelayMs, maxDelayMs) };
+    this._listeners = new Map(); // event -> Array<{fn, once}>
+    this._queue = []; // serialized frames waiting for an open socket
+    this._ws = null;
+    this._state = "closed";
+    this._attempt = 0;
+    this._timer = null;
+    this._stopped = true; // true after close() or before the first connect()
+    this._waiters = []; // pending connect() promises: {resolve, reject}
+  }
+
+  /** Current state: "connecting" | "open" | "closed". */
+  get state() {
+    return this._state;
+  }
+
+  /**
+   * Open the connection (no-op if already open or connecting).
+   * @returns {Promise<void>} resolved when the socket is open.
+   */
+  connect() {
+    if (this._state === "open") return Promise.resolve();
+    const p = new Promise((resolve, reject) => this._waiters.push({ resolve, reject }));
+    this._stopped = false;
+    if (!this._ws && !this._timer) this._open();
+    return p;
+  }
+
+  /**
+   * Add a listener; it is called with the event payload.
+   * @param {string} event
+   * @param {(payload: any) => void} fn
+   * @returns {() => void} function that removes the listener.
+   */
+  on(event, fn) {
+    return this._add(event, fn, false);
+  }
+
+  /**
+   * Add a listener that runs at most once.
+   * @param {string} event
+   * @param {(payload: any) => void} fn
+   * @returns {() => void} function that removes the listener.
+   */
+  once(event, fn) {
+    return this._add(event, fn, true);
+  }
+
+  /**
+   * Remove a listener added with `on` or `once`.
+   * @param {string} event
+   * @param {(payload: any) => void} fn
+   */
+  off(event, fn) {
+    const list = this._listeners.get(event);
+    if (!list) return;
+    const kept = list.filter((l) => l.fn !== fn);
+    if (kept.length) this._listeners.set(event, kept);
+    else this._listeners.delete(event);
+  }
+
+  /**
+   * Send an event. While disconnected, frames are queued (max 100, oldest
+   * dropped) and flushed on (re)open.
+   * @param {string} event
+   * @param {any} [payload] defaults to null.
+   * @returns {boolean} true if sent now, false if queued.
+   */
+  emit(event, payload = null) {
+    if (typeof event !== "string" || !event) throw new TypeError("event must be a non-empty string");
+    const frame = JSON.stringify({ event, payload });
+    if (this._ws && this._ws.readyState === WebSocket.OPEN) {
+      this._ws.send(frame);
+      return true;
+    }
+    this._queue.push(frame);
+    if (this._queue.length > MAX_QUEUE) this._queue.shift();
+    return false;
+  }
+
+  /**
+   * Close the connection and disable reconnection until the next `connect()`.
+   * @param {number} [code=1000]
+   * @param {string} [reason=""]
+   */
+  close(code = 1000, reason = "") {
+    const ws = this._ws;
+    if (ws) ws.close(code, reason); // throws early on an invalid code
+    this._stopped = true;
+    clearTimeout(this._timer);
+    this._timer = null;
+    this._ws = null; // detach: late socket callbacks are ignored
+    this._setState("closed");
+    if (ws) this._dispatch("close", { code, reason });
+    this._settle(new Error("liweb: connection closed by client"));
+  }
+
+  _add(event, fn, once) {
+    if (typeof fn !== "function") throw new TypeError("listener must be a function");
+    const list = this._listeners.get(event) || [];
+    list.push({ fn, once });
+    this._listeners.set(event, list);
+    return () => this.off(event, fn);
+  }
+
+  _dispatch(event, payload) {
+    const list = this._listeners.get(event);
+    if (!list) return;
+    for (const l of list.slice()) {
+      if (l.once) this.off(event, l.fn);
+      try {
+        l.fn(payload);
+      } catch (err) {
+        console.error(`liweb: listener for "${event}" threw`, err);
+      }
+    }
+  }
+
+  _setState(state) {
+    if (this._state === state) return;
+    this._state = state;
+    this._dispatch("state", state);
+  }
+
+  _settle(err) {
+    const waiters = this._waiters;
+    this._waiters = [];
+    for (const w of waiters) err ? w.reject(err) : w.resolve();
+  }
+
+  _open() {
+    this._timer = null;
+    this._setState("connecting");
+    const ws = new WebSocket(this.url);
+    this._ws = ws;
+
+    ws.onopen = () => {
+      if (this._ws !== ws) return;
+      this._attempt = 0;
+      this._setState("open");
+      const queued = this._queue;
+      this._queue = [];
+      for (const frame of queued) ws.send(frame);
+      this._dispatch("open", null);
+      this._settle();
+    };
+
+    ws.onmessage = (e) => {
+      if (this._ws !== ws || typeof e.data !== "string") return;
+      let msg;
+      try {
+        msg = JSON.parse(e.data);
+      } catch {
+        return; // ignore malformed frames
+      }
+      if (!msg || typeof msg.event !== "string" || LOCAL_EVENTS.has(msg.event)) return;
+      this._dispatch(msg.event, msg.payload === undefined ? null : msg.payload);
+    };
+
+    ws.onclose = (e) => {
+      if (this._ws !== ws) return;
+      this._ws = null;
+      this._setState("closed");
+      this._dispatch("close", { code: e.code, reason: e.reason });
+      if (!this._stopped && this.options.reconnect) this._schedule();
+      else this._settle(new Error(`liweb: connection closed (${e.code})`));
+    };
+  }
+
+  // Exponential backoff with full jitter, bounded by [minDelayMs, maxDelayMs].
+  _schedule() {
+    const { minDelayMs: min, maxDelayMs: max } = this.options;
+    const cap = Math.min(max, min * 2 ** (this._attempt + 1));
+    const delay = min + Math.random() * (cap - min);
+    this._attempt += 1;
+    this._timer = setTimeout(() => this._open(), delay);
+  }
+}

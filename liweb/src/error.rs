@@ -1,0 +1,126 @@
+//! Error types, one per operation.
+
+use std::fmt;
+
+/// A boxed error from application code.
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// An inbound frame or payload could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct DecodeError {
+    message: String,
+    path: Option<String>,
+}
+
+impl DecodeError {
+    pub(crate) fn frame(err: impl fmt::Display) -> Self {
+        Self {
+            message: format!("invalid frame: {err}"),
+            path: None,
+        }
+    }
+
+    pub(crate) fn payload(err: serde_path_to_error::Error<serde_json::Error>) -> Self {
+        let path = err.path().to_string();
+        let inner = err.into_inner();
+        if path == "." {
+            Self {
+                message: format!("invalid payload: {inner}"),
+                path: None,
+            }
+        } else {
+            Self {
+                message: format!("invalid payload at `{path}`: {inner}"),
+                path: Some(path),
+            }
+        }
+    }
+
+    /// The path of the payload field that failed (`user.name`, `items[2]`),
+    /// when the failure is inside the payload.
+    pub fn path(&self) -> Option<&str> {
+        self.path.as_deref()
+    }
+}
+
+/// An outbound event could not be serialized.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot encode event: {0}")]
+pub struct EncodeError(#[source] BoxError);
+
+impl EncodeError {
+    pub(crate) fn new(err: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self(Box::new(err))
+    }
+}
+
+/// Why an emit did not reach a connection.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EmitError {
+    /// The connection is closed (or closing); nothing was sent.
+    #[error("the connection is closed")]
+    Closed,
+    /// The connection's outbound queue was over its byte limit; the
+    /// connection is being closed with [`CloseCode::SlowConsumer`](crate::CloseCode::SlowConsumer).
+    #[error("the connection reads too slowly and is being closed")]
+    SlowConsumer,
+    /// The event could not be serialized.
+    #[error(transparent)]
+    Encode(#[from] EncodeError),
+}
+
+/// An extractor could not produce its value, so the handler did not run.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ExtractError {
+    /// `State<T>` was asked for a type never given to
+    /// [`ServerBuilder::state`](crate::ServerBuilder::state).
+    #[error("no state of type `{0}` was registered with `ServerBuilder::state`")]
+    MissingState(&'static str),
+    /// The payload was decoded but not available (two payload arguments).
+    #[error("the payload was already taken by another argument")]
+    PayloadTaken,
+    /// The payload does not have the event's payload type.
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    /// A user extractor failed.
+    #[error(transparent)]
+    Custom(BoxError),
+}
+
+impl ExtractError {
+    /// Wraps an application error from a [`FromConnParts`](crate::FromConnParts) impl.
+    pub fn custom(err: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>) -> Self {
+        Self::Custom(err.into())
+    }
+}
+
+/// What went wrong while handling an event; given to the error hook.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum HandlerError {
+    /// The handler returned `Err`.
+    #[error("handler failed: {0}")]
+    Returned(#[source] BoxError),
+    /// The handler panicked; the message is the panic payload when it was a string.
+    #[error("handler panicked: {0}")]
+    Panicked(String),
+    /// An argument could not be extracted, so the handler did not run.
+    #[error("handler not run: {0}")]
+    Extract(#[from] ExtractError),
+    /// A lifecycle hook (`on_connect`, `on_disconnect`) panicked.
+    #[error("hook panicked: {0}")]
+    HookPanicked(String),
+}
+
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&'static str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic payload".to_owned()
+    }
+}

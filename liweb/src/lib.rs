@@ -1,0 +1,211 @@
+//! # liweb
+//!
+//! Typed realtime events over WebSocket. Declare the events clients send and the
+//! events the server sends as Rust enums, derive [`Events`] on them, write
+//! `async fn` handlers with [`handler`], and liweb builds a dispatch table
+//! indexed by event, checks at compile time that every emit and every handler
+//! matches its enum, and serves it all from an [`axum`] route.
+//!
+//! ```no_run
+//! use liweb::prelude::*;
+//! use serde::{Deserialize, Serialize};
+//!
+//! #[derive(Serialize, Deserialize, Clone)]
+//! struct Say {
+//!     text: String,
+//! }
+//!
+//! #[derive(Events)]
+//! enum ChatIn {
+//!     #[event(name = "chat:message")]
+//!     Message(Say),
+//! }
+//!
+//! #[derive(Events)]
+//! enum ChatOut {
+//!     #[event(name = "chat:message")]
+//!     Message { id: ConnId, text: String },
+//! }
+//!
+//! #[liweb::handler(ChatIn::Message)]
+//! async fn on_message(conn: Conn<ChatOut>, server: Server<ChatIn, ChatOut>, say: Say) {
+//!     // Only `ChatOut` values compile here.
+//!     server.broadcast(ChatOut::Message { id: conn.id(), text: say.text });
+//! }
+//!
+//! # async fn run() -> std::io::Result<()> {
+//! let server = Server::<ChatIn, ChatOut>::builder().handler(on_message).build();
+//! let app = axum::Router::new().route("/ws", server.ws_route());
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:3001").await?;
+//! axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>()).await
+//! # }
+//! ```
+//!
+//! ## How a message travels
+//!
+//! A JSON text frame `{"event": "chat:message", "payload": {...}}` arrives. The
+//! generated [`Events::index_of`] turns the wire name into a dense index with a
+//! `match`, the payload is deserialized straight into the variant's payload
+//! type, and the handlers registered for that index run in registration order.
+//! Events of one connection are handled one after another, in arrival order.
+//!
+//! Bad input never panics the server: an unknown event, a payload of the wrong
+//! shape or a frame that is not a JSON object gets an `error` event
+//! (`{"code", "message", "event"?}`, see [`ErrorCode`]) and the connection stays
+//! open; a frame over the size limit closes the connection with
+//! [`CloseCode::TooLarge`]. The close codes are listed in [`CloseCode`].
+//!
+//! ## Mistakes that do not compile
+//!
+//! Emitting an event of the wrong enum:
+//!
+//! ```compile_fail
+//! # use liweb::prelude::*;
+//! # #[derive(Events)] enum In { Ping }
+//! # #[derive(Events)] enum Out { Pong }
+//! fn reply(conn: &Conn<Out>) {
+//!     conn.emit(In::Ping); // expected `Out`, found `In`
+//! }
+//! ```
+//!
+//! A handler whose payload argument has the wrong type:
+//!
+//! ```compile_fail
+//! # use liweb::prelude::*;
+//! # #[derive(Events)] enum In { Say(String) }
+//! #[liweb::handler(In::Say)]
+//! async fn on_say(text: u64) {}
+//! ```
+//!
+//! ## Feature flags
+//!
+//! | feature  | default | what it enables |
+//! |----------|---------|-----------------|
+//! | `ws`     | yes     | the WebSocket transport on axum ([`Server::ws_route`]) |
+//! | `client` | no      | the typed Rust client ([`client::Client`]) |
+
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+// The derive and handler macros name `::liweb`; this lets them work in the
+// crate's own tests.
+#[allow(unused_extern_crates)]
+extern crate self as liweb;
+
+mod codec;
+mod conn;
+mod error;
+mod event;
+mod extract;
+mod handler;
+mod hooks;
+mod protocol;
+mod server;
+
+#[cfg(feature = "ws")]
+mod ws;
+
+#[cfg(feature = "client")]
+pub mod client;
+
+pub mod browser;
+
+pub use crate::codec::{CodecKind, RawPayload};
+pub use crate::conn::{Conn, ConnId, ConnMeta, DisconnectReason, Transport};
+pub use crate::error::{DecodeError, EmitError, EncodeError, ExtractError, HandlerError};
+pub use crate::event::{EventKey, Events, PayloadDecoder};
+pub use crate::extract::{ConnParts, FromConnParts, FromEvent, State};
+pub use crate::handler::{
+    Handler, HandlerFuture, HandlerList, Hook, HookFuture, IntoHandlerResult,
+};
+pub use crate::hooks::ErrorReport;
+pub use crate::protocol::{CloseCode, ErrorCode, ErrorPayload};
+pub use crate::server::{Config, Server, ServerBuilder};
+
+/// Derives [`Events`] for an enum of events; see the [crate docs](crate).
+///
+/// Each variant is one event. Its wire name is the variant name in
+/// `snake_case`, or `#[event(name = "...")]`; a container attribute
+/// `#[event(rename_all = "camelCase")]` changes the default case. Unit
+/// variants carry no payload, newtype variants carry their field, struct
+/// variants carry an object with their fields.
+///
+/// The derive also writes a companion module named after the enum in
+/// `snake_case` (`ChatIn` → `chat_in`) holding one key type per variant:
+/// `chat_in::Message` names the `Message` event in a type, for
+/// [`handler`] and the client's typed listeners. For a struct variant the key
+/// is also its payload struct, with the variant's fields.
+///
+/// The enum must be declared at module level (not inside a function body),
+/// because the companion module imports the enum's surroundings with
+/// `use super::*`.
+pub use liweb_macros::Events;
+
+/// Turns an `async fn` into a handler of one event: `#[liweb::handler(ChatIn::Message)]`.
+///
+/// Every argument is an extractor: the event's payload (its type must be the
+/// variant's payload type), [`Conn<Out>`](Conn), [`State<T>`](State),
+/// [`Server<In, Out>`](Server), [`ConnMeta`], [`ConnId`] or any type
+/// implementing [`FromConnParts`]. The function returns `()` or
+/// `Result<(), E>`; an `Err` is reported through the server's error hook.
+///
+/// The function's name becomes a unit value to pass to
+/// [`ServerBuilder::handler`]; the original function stays callable as
+/// `name::handle(..)`.
+///
+/// The server's `Out` type is taken from a `Conn<Out>` or
+/// `Server<In, Out>` argument; a handler with neither works with any `Out`.
+/// When `Conn` is behind a type alias, name it: `#[liweb::handler(ChatIn::Message, out = ChatOut)]`.
+pub use liweb_macros::handler;
+
+/// Registers handlers as a list, optionally checking at compile time that
+/// every event of the `In` enum has one.
+///
+/// ```
+/// # use liweb::prelude::*;
+/// # #[derive(Events)] enum In { Ping, Hello(String) }
+/// # #[derive(Events)] enum Out { Pong }
+/// #[liweb::handler(In::Ping)]
+/// async fn ping(conn: Conn<Out>) { let _ = conn.emit(Out::Pong); }
+/// #[liweb::handler(In::Hello)]
+/// async fn hello(_name: String) {}
+///
+/// let server = Server::<In, Out>::builder()
+///     .handlers(liweb::handlers![exhaustive In => ping, hello])
+///     .build();
+/// ```
+///
+/// Leaving `hello` out of the exhaustive list fails to compile with
+/// "`In` is exhaustive and event `hello` (`In::Hello`) has no handler".
+#[macro_export]
+macro_rules! handlers {
+    (exhaustive $events:ty => $($handler:path),+ $(,)?) => {{
+        const _: () = $crate::__private::assert_exhaustive::<$events>(&[
+            $(<<$handler as $crate::__private::HandlerEvent>::Event as $crate::EventKey>::INDEX),+
+        ]);
+        let mut list = $crate::HandlerList::new();
+        $( list.push($handler); )+
+        list
+    }};
+    ($($handler:expr),* $(,)?) => {{
+        let mut list = $crate::HandlerList::new();
+        $( list.push($handler); )*
+        list
+    }};
+}
+
+/// The names most applications need: `use liweb::prelude::*;`.
+pub mod prelude {
+    pub use crate::{
+        CloseCode, Conn, ConnId, ConnMeta, Events, FromConnParts, Server, State, handler,
+    };
+}
+
+#[doc(hidden)]
+pub mod __private {
+    //! Items the macros expand to. Not public API.
+    pub use crate::extract::{EventParts, ViaParts, ViaPayload};
+    pub use crate::handler::{Call, HandlerEvent, assert_exhaustive};
+    pub use serde;
+    pub use std::boxed::Box;
+    pub use std::result::Result;
+}

@@ -1,0 +1,117 @@
+//! Reserved wire traffic: the `error` event and close codes.
+
+use serde::{Deserialize, Serialize};
+
+/// Event names liweb reserves; `#[derive(Events)]` rejects them.
+pub(crate) const ERROR_EVENT: &str = "error";
+
+/// Why the server closed a connection, sent as the WebSocket close code.
+///
+/// Codes below 4000 are the standard ones of RFC 6455; liweb's own causes use
+/// the 4000–4999 range reserved for applications.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum CloseCode {
+    /// 1000: the application closed the connection.
+    Normal,
+    /// 1001: the server is shutting down.
+    GoingAway,
+    /// 1002: the peer broke the WebSocket protocol.
+    ProtocolError,
+    /// 1003: a frame of a kind this connection does not accept.
+    Unsupported,
+    /// 1007: a frame whose bytes are not what its type promises (bad UTF-8).
+    BadFrame,
+    /// 1008: a policy forbids what the peer did.
+    PolicyViolation,
+    /// 1009: a frame larger than [`Config::max_frame_size`](crate::Config::max_frame_size).
+    TooLarge,
+    /// 1011: the server failed.
+    InternalError,
+    /// 4001: authentication failed.
+    AuthFailed,
+    /// 4002: no authentication before the deadline.
+    AuthTimeout,
+    /// 4003: the peer reads too slowly; its outbound queue went over
+    /// [`Config::max_queue_bytes`](crate::Config::max_queue_bytes).
+    SlowConsumer,
+    /// 4004: nothing was received within the idle timeout.
+    IdleTimeout,
+    /// Any other code, as received or chosen by the application.
+    Other(u16),
+}
+
+impl CloseCode {
+    /// The numeric code on the wire.
+    pub const fn as_u16(self) -> u16 {
+        match self {
+            Self::Normal => 1000,
+            Self::GoingAway => 1001,
+            Self::ProtocolError => 1002,
+            Self::Unsupported => 1003,
+            Self::BadFrame => 1007,
+            Self::PolicyViolation => 1008,
+            Self::TooLarge => 1009,
+            Self::InternalError => 1011,
+            Self::AuthFailed => 4001,
+            Self::AuthTimeout => 4002,
+            Self::SlowConsumer => 4003,
+            Self::IdleTimeout => 4004,
+            Self::Other(code) => code,
+        }
+    }
+}
+
+impl From<u16> for CloseCode {
+    fn from(code: u16) -> Self {
+        match code {
+            1000 => Self::Normal,
+            1001 => Self::GoingAway,
+            1002 => Self::ProtocolError,
+            1003 => Self::Unsupported,
+            1007 => Self::BadFrame,
+            1008 => Self::PolicyViolation,
+            1009 => Self::TooLarge,
+            1011 => Self::InternalError,
+            4001 => Self::AuthFailed,
+            4002 => Self::AuthTimeout,
+            4003 => Self::SlowConsumer,
+            4004 => Self::IdleTimeout,
+            other => Self::Other(other),
+        }
+    }
+}
+
+impl From<CloseCode> for u16 {
+    fn from(code: CloseCode) -> Self {
+        code.as_u16()
+    }
+}
+
+/// The `code` of an `error` event the server sends about bad input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ErrorCode {
+    /// The frame is not a message: not JSON, not an object, or no string `event`.
+    BadFrame,
+    /// The `event` is not one of the server's `In` events.
+    UnknownEvent,
+    /// The payload does not have the shape of the event's payload type.
+    BadPayload,
+    /// A binary frame reached a connection that speaks a text codec.
+    UnsupportedFrame,
+}
+
+/// The payload of the reserved `error` event:
+/// `{"code": "unknown_event", "message": "...", "event": "..."}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorPayload {
+    /// What kind of bad input this was.
+    pub code: ErrorCode,
+    /// A human-readable reason; for payloads, includes the field path.
+    pub message: String,
+    /// The event the frame named, when it named one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event: Option<String>,
+}

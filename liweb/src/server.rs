@@ -1,0 +1,457 @@
+//! The server: builder, configuration, and the cloneable handle handlers use.
+
+use std::{
+    collections::HashMap,
+    fmt,
+    panic::AssertUnwindSafe,
+    sync::{Arc, RwLock},
+    time::Duration,
+};
+
+use bytes::Bytes;
+use futures_util::FutureExt;
+
+use crate::{
+    codec::{CodecKind, Frame},
+    conn::{Conn, ConnId, DisconnectReason},
+    error::{EncodeError, HandlerError, panic_message},
+    event::Events,
+    extract,
+    handler::{BoxHook, Call, DynHandler, Handler, HandlerList, Hook, box_hook},
+    hooks::ErrorReport,
+    protocol::ErrorCode,
+};
+
+/// Limits and timeouts of a server. Set through [`ServerBuilder`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Config {
+    /// The largest inbound frame, in bytes (default 64 KiB). A larger frame
+    /// closes the connection with [`CloseCode::TooLarge`](crate::CloseCode::TooLarge)
+    /// as soon as its header announces the size, before it is buffered.
+    pub max_frame_size: usize,
+    /// The most bytes queued for one connection's writer (default 1 MiB).
+    /// Going over closes the connection with
+    /// [`CloseCode::SlowConsumer`](crate::CloseCode::SlowConsumer).
+    pub max_queue_bytes: usize,
+    /// How long a close handshake may take before the connection is dropped
+    /// (default 2 s).
+    pub close_timeout: Duration,
+    /// The transport's read buffer per connection, in bytes (default 4 KiB).
+    pub read_buffer_size: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            max_frame_size: 64 * 1024,
+            max_queue_bytes: 1024 * 1024,
+            close_timeout: Duration::from_secs(2),
+            read_buffer_size: 4 * 1024,
+        }
+    }
+}
+
+type ErrorHook<Out> = Box<dyn Fn(ErrorReport<Out>) + Send + Sync>;
+
+pub(crate) struct Inner<In, Out> {
+    table: Box<[Box<[Box<dyn DynHandler<In, Out>>]>]>,
+    states: http::Extensions,
+    conns: RwLock<HashMap<ConnId, Conn<Out>>>,
+    on_connect: Vec<BoxHook<In, Out>>,
+    on_disconnect: Vec<BoxHook<In, Out>>,
+    on_error: Option<ErrorHook<Out>>,
+    pub(crate) config: Config,
+}
+
+/// A liweb server: the dispatch table, the connections, and the way to reach
+/// them. Cheap to clone; every clone is the same server.
+///
+/// `In` is the enum of events clients send, `Out` the enum of events the
+/// server sends; both derive [`Events`].
+pub struct Server<In, Out> {
+    pub(crate) inner: Arc<Inner<In, Out>>,
+}
+
+impl<In, Out> Clone for Server<In, Out> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+impl<In, Out> fmt::Debug for Server<In, Out> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Server")
+            .field("events", &self.inner.table.len())
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<In: Events, Out: Events> Server<In, Out> {
+    /// Starts building a server.
+    pub fn builder() -> ServerBuilder<In, Out> {
+        ServerBuilder::new()
+    }
+
+    /// The server's configuration.
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// A copy of the state of type `T` given to [`ServerBuilder::state`].
+    pub fn state<T: Clone + Send + Sync + 'static>(&self) -> Option<T> {
+        self.inner.states.get::<T>().cloned()
+    }
+
+    /// How many connections are open.
+    pub fn connection_count(&self) -> usize {
+        self.read_conns().len()
+    }
+
+    /// The open connection with this id.
+    pub fn get(&self, id: ConnId) -> Option<Conn<Out>> {
+        self.read_conns().get(&id).cloned()
+    }
+
+    /// Every open connection.
+    pub fn connections(&self) -> Vec<Conn<Out>> {
+        self.read_conns().values().cloned().collect()
+    }
+
+    /// Sends an event to every connection. The event is serialized once per
+    /// codec in use; returns how many connections it was queued for.
+    pub fn broadcast(&self, event: Out) -> Result<usize, EncodeError> {
+        self.broadcast_where(&event, |_| true)
+    }
+
+    /// Sends an event to every connection except `id` (usually the sender).
+    pub fn broadcast_except(&self, id: ConnId, event: Out) -> Result<usize, EncodeError> {
+        self.broadcast_where(&event, |conn| conn.id() != id)
+    }
+
+    /// Sends an event to the connections for which `predicate` returns `true`,
+    /// for example by their [`Conn::data`].
+    pub fn broadcast_filter(
+        &self,
+        predicate: impl Fn(&Conn<Out>) -> bool,
+        event: Out,
+    ) -> Result<usize, EncodeError> {
+        self.broadcast_where(&event, predicate)
+    }
+
+    fn broadcast_where(
+        &self,
+        event: &Out,
+        predicate: impl Fn(&Conn<Out>) -> bool,
+    ) -> Result<usize, EncodeError> {
+        let mut frames = EncodeOnce::new(event);
+        let mut sent = 0;
+        for conn in self.read_conns().values() {
+            if predicate(conn) {
+                let frame = frames.get(conn.meta().codec())?;
+                // A closed or slow connection handles itself; the others still get it.
+                if conn.send_encoded(frame.clone()).is_ok() {
+                    sent += 1;
+                }
+            }
+        }
+        Ok(sent)
+    }
+
+    fn read_conns(&self) -> std::sync::RwLockReadGuard<'_, HashMap<ConnId, Conn<Out>>> {
+        self.inner
+            .conns
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub(crate) fn register(&self, conn: &Conn<Out>) {
+        self.inner
+            .conns
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .insert(conn.id(), conn.clone());
+    }
+
+    pub(crate) fn unregister(&self, id: ConnId) {
+        self.inner
+            .conns
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .remove(&id);
+    }
+
+    pub(crate) async fn fire_connect(&self, conn: &Conn<Out>) {
+        for hook in &self.inner.on_connect {
+            self.run_hook(hook, conn, None).await;
+        }
+    }
+
+    pub(crate) async fn fire_disconnect(&self, conn: &Conn<Out>, reason: DisconnectReason) {
+        for hook in &self.inner.on_disconnect {
+            self.run_hook(hook, conn, Some(&reason)).await;
+        }
+    }
+
+    async fn run_hook(
+        &self,
+        hook: &BoxHook<In, Out>,
+        conn: &Conn<Out>,
+        reason: Option<&DisconnectReason>,
+    ) {
+        let started = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            hook(&extract::parts(self, conn, reason))
+        }));
+        let outcome = match started {
+            Ok(Ok(future)) => AssertUnwindSafe(future)
+                .catch_unwind()
+                .await
+                .map_err(|panic| HandlerError::HookPanicked(panic_message(&*panic))),
+            Ok(Err(err)) => Err(HandlerError::Extract(err)),
+            Err(panic) => Err(HandlerError::HookPanicked(panic_message(&*panic))),
+        };
+        if let Err(error) = outcome {
+            self.report(conn, None, error);
+        }
+    }
+
+    pub(crate) fn report(
+        &self,
+        conn: &Conn<Out>,
+        event: Option<&'static str>,
+        error: HandlerError,
+    ) {
+        tracing::warn!(conn = %conn.id(), event, %error, "event handling failed");
+        if let Some(hook) = &self.inner.on_error {
+            let report = ErrorReport {
+                conn: conn.clone(),
+                event,
+                error,
+            };
+            if let Err(panic) = std::panic::catch_unwind(AssertUnwindSafe(|| hook(report))) {
+                tracing::error!(
+                    panic = panic_message(&*panic),
+                    "the `on_error` hook panicked"
+                );
+            }
+        }
+    }
+
+    /// Decodes one inbound frame and runs the handlers of its event in
+    /// registration order. Bad input is answered with an `error` event.
+    pub(crate) async fn dispatch(
+        &self,
+        conn: &Conn<Out>,
+        codec: CodecKind,
+        bytes: Bytes,
+        text: bool,
+    ) {
+        if !text && codec == CodecKind::Json {
+            conn.send_error(
+                ErrorCode::UnsupportedFrame,
+                "binary frames are not accepted on a JSON connection".to_owned(),
+                None,
+            );
+            return;
+        }
+        let frame = match codec.decode_frame(&bytes) {
+            Ok(frame) => frame,
+            Err(err) => {
+                conn.send_error(ErrorCode::BadFrame, err.to_string(), None);
+                return;
+            }
+        };
+        let Some(index) = In::index_of(&frame.event) else {
+            conn.send_error(
+                ErrorCode::UnknownEvent,
+                format!("unknown event `{}`", frame.event),
+                Some(&frame.event),
+            );
+            return;
+        };
+        let name = In::NAMES[index];
+        // The table has one slot per event index, built from `In::NAMES`.
+        let Some(handlers) = self.inner.table.get(index) else {
+            return;
+        };
+        for handler in handlers {
+            let call = Call {
+                server: self,
+                conn,
+                payload: frame.payload,
+            };
+            let future = match std::panic::catch_unwind(AssertUnwindSafe(|| handler.call(call))) {
+                Ok(Ok(future)) => future,
+                Ok(Err(crate::error::ExtractError::Decode(err))) => {
+                    // Every handler of the slot decodes the same type: none can run.
+                    conn.send_error(ErrorCode::BadPayload, err.to_string(), Some(name));
+                    return;
+                }
+                Ok(Err(err)) => {
+                    self.report(conn, Some(name), HandlerError::Extract(err));
+                    continue;
+                }
+                Err(panic) => {
+                    self.report(
+                        conn,
+                        Some(name),
+                        HandlerError::Panicked(panic_message(&*panic)),
+                    );
+                    continue;
+                }
+            };
+            match AssertUnwindSafe(future).catch_unwind().await {
+                Ok(Ok(())) => {}
+                Ok(Err(err)) => self.report(conn, Some(name), HandlerError::Returned(err)),
+                Err(panic) => self.report(
+                    conn,
+                    Some(name),
+                    HandlerError::Panicked(panic_message(&*panic)),
+                ),
+            }
+        }
+    }
+}
+
+/// Serializes a broadcast once per codec, on first need.
+struct EncodeOnce<'a, E> {
+    event: &'a E,
+    frames: [Option<Frame>; CodecKind::COUNT],
+}
+
+impl<'a, E: Events> EncodeOnce<'a, E> {
+    fn new(event: &'a E) -> Self {
+        Self {
+            event,
+            frames: Default::default(),
+        }
+    }
+
+    fn get(&mut self, codec: CodecKind) -> Result<&Frame, EncodeError> {
+        let slot = &mut self.frames[codec.slot()];
+        if slot.is_none() {
+            *slot = Some(codec.encode(self.event)?);
+        }
+        Ok(slot.as_ref().expect("filled above"))
+    }
+}
+
+/// Builds a [`Server`]: handlers, state, hooks and limits.
+pub struct ServerBuilder<In, Out> {
+    table: Vec<Vec<Box<dyn DynHandler<In, Out>>>>,
+    states: http::Extensions,
+    on_connect: Vec<BoxHook<In, Out>>,
+    on_disconnect: Vec<BoxHook<In, Out>>,
+    on_error: Option<ErrorHook<Out>>,
+    config: Config,
+}
+
+impl<In, Out> fmt::Debug for ServerBuilder<In, Out> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerBuilder")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<In: Events, Out: Events> ServerBuilder<In, Out> {
+    fn new() -> Self {
+        Self {
+            table: (0..In::NAMES.len()).map(|_| Vec::new()).collect(),
+            states: http::Extensions::new(),
+            on_connect: Vec::new(),
+            on_disconnect: Vec::new(),
+            on_error: None,
+            config: Config::default(),
+        }
+    }
+
+    /// Adds a handler (a function marked `#[liweb::handler(In::Variant)]`) to
+    /// its event's slot. Several handlers of one event run in the order they
+    /// were added.
+    pub fn handler<H: Handler<In, Out>>(mut self, handler: H) -> Self {
+        self.table[<H::Event as crate::EventKey>::INDEX].push(Box::new(handler));
+        self
+    }
+
+    /// Adds every handler of a list, in order; see [`handlers!`](crate::handlers)
+    /// for the exhaustive check.
+    pub fn handlers(mut self, list: HandlerList<In, Out>) -> Self {
+        for (index, handler) in list.entries {
+            self.table[index].push(handler);
+        }
+        self
+    }
+
+    /// Registers a state value, extracted in handlers with [`State<T>`](crate::State).
+    /// One value per type; a second value of the same type replaces the first.
+    pub fn state<T: Clone + Send + Sync + 'static>(mut self, state: T) -> Self {
+        self.states.insert(state);
+        self
+    }
+
+    /// Runs `hook` when a connection opens, before any of its events is
+    /// handled. The hook's arguments are extractors (`Conn<Out>`,
+    /// `Server<In, Out>`, `State<T>`, ...).
+    pub fn on_connect<M, H: Hook<In, Out, M>>(mut self, hook: H) -> Self {
+        self.on_connect.push(box_hook(hook));
+        self
+    }
+
+    /// Runs `hook` once when a connection has ended, after its last event was
+    /// handled; it is no longer counted or reachable. `DisconnectReason` is an
+    /// extractor here.
+    pub fn on_disconnect<M, H: Hook<In, Out, M>>(mut self, hook: H) -> Self {
+        self.on_disconnect.push(box_hook(hook));
+        self
+    }
+
+    /// Receives handler errors, handler panics, failed extractions and hook
+    /// panics. Without it they are only logged through `tracing`.
+    pub fn on_error(mut self, hook: impl Fn(ErrorReport<Out>) + Send + Sync + 'static) -> Self {
+        self.on_error = Some(Box::new(hook));
+        self
+    }
+
+    /// The largest inbound frame in bytes; see [`Config::max_frame_size`].
+    pub fn max_frame_size(mut self, bytes: usize) -> Self {
+        self.config.max_frame_size = bytes;
+        self
+    }
+
+    /// The outbound queue limit per connection; see [`Config::max_queue_bytes`].
+    pub fn max_queue_bytes(mut self, bytes: usize) -> Self {
+        self.config.max_queue_bytes = bytes;
+        self
+    }
+
+    /// How long a close handshake may take; see [`Config::close_timeout`].
+    pub fn close_timeout(mut self, timeout: Duration) -> Self {
+        self.config.close_timeout = timeout;
+        self
+    }
+
+    /// The read buffer per connection; see [`Config::read_buffer_size`].
+    pub fn read_buffer_size(mut self, bytes: usize) -> Self {
+        self.config.read_buffer_size = bytes;
+        self
+    }
+
+    /// Finishes the server.
+    pub fn build(self) -> Server<In, Out> {
+        Server {
+            inner: Arc::new(Inner {
+                table: self.table.into_iter().map(Vec::into_boxed_slice).collect(),
+                states: self.states,
+                conns: RwLock::new(HashMap::new()),
+                on_connect: self.on_connect,
+                on_disconnect: self.on_disconnect,
+                on_error: self.on_error,
+                config: self.config,
+            }),
+        }
+    }
+}
