@@ -95,8 +95,9 @@ impl PayloadDecoder for RawPayload<'_> {
 }
 
 /// An encoded outbound message, shared by every connection it goes to.
+#[doc(hidden)]
 #[derive(Debug, Clone)]
-pub(crate) struct Frame {
+pub struct Frame {
     pub(crate) bytes: Bytes,
     /// A text frame (UTF-8) rather than a binary one.
     pub(crate) text: bool,
@@ -105,6 +106,11 @@ pub(crate) struct Frame {
 impl Frame {
     pub(crate) fn len(&self) -> usize {
         self.bytes.len()
+    }
+
+    /// The encoded bytes.
+    pub fn bytes(&self) -> &Bytes {
+        &self.bytes
     }
 }
 

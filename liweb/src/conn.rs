@@ -183,8 +183,9 @@ fn hex(digit: u8) -> Option<u8> {
 }
 
 /// What the writer of a connection is asked to do.
+#[doc(hidden)]
 #[derive(Debug)]
-pub(crate) enum Outbound {
+pub enum Outbound {
     Frame(Frame),
     Close(CloseCode, String),
 }
@@ -383,6 +384,41 @@ const MAX_PENDING: usize = 32;
 /// How many queued frames the writer feeds before flushing once.
 const WRITE_BATCH: usize = 64;
 
+impl<Out: Events> Conn<Out> {
+    /// A connection with no transport behind it, for benchmarks and tests of
+    /// dispatch: what it is sent is queued on the returned receiver.
+    #[doc(hidden)]
+    pub fn detached(codec: CodecKind) -> (Self, mpsc::UnboundedReceiver<Outbound>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let meta = ConnMeta::new(
+            HeaderMap::new(),
+            None,
+            String::new(),
+            None,
+            Transport::WebSocket,
+            codec,
+        );
+        (Self::new(meta, tx, usize::MAX), rx)
+    }
+
+    fn new(meta: ConnMeta, tx: mpsc::UnboundedSender<Outbound>, max_queue: usize) -> Self {
+        Conn {
+            inner: Arc::new(ConnInner {
+                id: ConnId::new(),
+                meta,
+                tx,
+                queued: AtomicUsize::new(0),
+                max_queue,
+                closing: AtomicBool::new(false),
+                close_code: std::sync::OnceLock::new(),
+                close_requested: CancellationToken::new(),
+                data: RwLock::new(http::Extensions::new()),
+            }),
+            _out: std::marker::PhantomData,
+        }
+    }
+}
+
 /// Runs a connection to its end: registers it, fires `on_connect`, reads and
 /// dispatches frames in arrival order, writes the outbound queue in batches,
 /// then unregisters it and fires `on_disconnect` once.
@@ -399,20 +435,7 @@ pub(crate) async fn run<In, Out, R, W>(
 {
     let config = server.config();
     let (tx, rx) = mpsc::unbounded_channel();
-    let conn: Conn<Out> = Conn {
-        inner: Arc::new(ConnInner {
-            id: ConnId::new(),
-            meta,
-            tx,
-            queued: AtomicUsize::new(0),
-            max_queue: config.max_queue_bytes,
-            closing: AtomicBool::new(false),
-            close_code: std::sync::OnceLock::new(),
-            close_requested: CancellationToken::new(),
-            data: RwLock::new(http::Extensions::new()),
-        }),
-        _out: std::marker::PhantomData,
-    };
+    let conn = Conn::<Out>::new(meta, tx, config.max_queue_bytes);
     let kill = CancellationToken::new();
     let mut writer = tokio::spawn(write_loop(
         writer,

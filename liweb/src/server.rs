@@ -54,8 +54,11 @@ impl Default for Config {
 
 type ErrorHook<Out> = Box<dyn Fn(ErrorReport<Out>) + Send + Sync>;
 
+/// The handlers of one event, in registration order.
+type Slot<In, Out> = Box<[Box<dyn DynHandler<In, Out>>]>;
+
 pub(crate) struct Inner<In, Out> {
-    table: Box<[Box<[Box<dyn DynHandler<In, Out>>]>]>,
+    table: Box<[Slot<In, Out>]>,
     states: http::Extensions,
     conns: RwLock<HashMap<ConnId, Conn<Out>>>,
     on_connect: Vec<BoxHook<In, Out>>,
@@ -238,6 +241,12 @@ impl<In: Events, Out: Events> Server<In, Out> {
                 );
             }
         }
+    }
+
+    /// Dispatches one JSON text frame as if `conn` had sent it; for benchmarks.
+    #[doc(hidden)]
+    pub async fn dispatch_text(&self, conn: &Conn<Out>, bytes: Bytes) {
+        self.dispatch(conn, conn.meta().codec(), bytes, true).await;
     }
 
     /// Decodes one inbound frame and runs the handlers of its event in
