@@ -163,13 +163,27 @@ pub(crate) fn expand(args: Args, item: ItemFn) -> syn::Result<TokenStream> {
         quote!(#enum_path::#variant).to_string().replace(' ', "")
     );
 
+    // The handler is two items with the function's name: a braced struct in
+    // the type namespace (it implements `Handler`) and a function in the
+    // value namespace whose signature names that struct, so
+    // `.handler(on_message)` finds it. Unlike a unit struct or a const, a
+    // function never captures a pattern, so `on_message` stays usable as a
+    // binding name, inside the handler or anywhere else in the module.
     Ok(quote! {
         #(#docs)*
         #[doc = ""]
         #[doc = #doc_value]
         #[allow(non_camel_case_types)]
         #[derive(Debug, Clone, Copy)]
-        #vis struct #name;
+        #vis struct #name {}
+
+        #(#docs)*
+        #[doc = ""]
+        #[doc = #doc_value]
+        #[allow(dead_code)]
+        #vis fn #name(_: ::liweb::__private::HandlerTag<#name>) -> #name {
+            #name {}
+        }
 
         impl #name {
             #(#docs)*

@@ -494,9 +494,8 @@ pub(crate) async fn run<In, Out, R, W>(
                 }
                 Some(Inbound::Close(frame)) => {
                     reason.get_or_insert(DisconnectReason::ClientClosed(frame));
-                    reading = false;
-                    // The transport answers the close handshake itself; the
-                    // stream ends right after.
+                    // Keep reading: the transport sends its half of the close
+                    // handshake on the next read, and then the stream ends.
                 }
                 Some(Inbound::Error(code, message)) => {
                     tracing::debug!(conn = %conn.id(), %message, "transport error");
@@ -515,8 +514,11 @@ pub(crate) async fn run<In, Out, R, W>(
         }
     }
 
-    // Frames that arrived before the end are still handled, in order.
-    inflight.await;
+    // Frames that arrived before the end are still handled, in order. (A
+    // finished `Fuse` stays pending forever, so only await an unfinished one.)
+    if !inflight.is_terminated() {
+        inflight.await;
+    }
     while let Some((bytes, text)) = pending.pop_front() {
         server.dispatch(&conn, codec, bytes, text).await;
     }
@@ -561,7 +563,8 @@ async fn write_loop<W>(
             result = write_batch(&mut sink, &mut batch, &conn) => result,
         };
         if !keep_going {
-            let _ = sink.close().await;
+            // Dropping the sink (with the reader) closes the socket; closing
+            // it here would wait on a handshake only the reader can finish.
             return;
         }
     }

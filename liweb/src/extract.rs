@@ -110,7 +110,8 @@ pub enum ViaPayload {}
 #[diagnostic::on_unimplemented(
     message = "`{Self}` is neither an extractor nor the payload of event `{K}`",
     label = "not an extractor, and not this event's payload type",
-    note = "a handler argument is the event's payload (the variant's field type) or an extractor: `Conn<Out>`, `State<T>`, `Server<In, Out>`, `ConnMeta`, `ConnId`, or a type implementing `FromConnParts`"
+    note = "a handler argument is the event's payload (the variant's field type) or an extractor: `Conn<Out>`, `State<T>`, `Server<In, Out>`, `ConnMeta`, `ConnId`, or a type implementing `FromConnParts`",
+    note = "when `Conn<Out>` or `Server<In, Out>` is behind a type alias, name the server's `Out` type: `#[liweb::handler(In::Event, out = Out)]`"
 )]
 pub trait FromEvent<K: EventKey, In, Out, M>: Sized {
     /// Takes the argument's value.

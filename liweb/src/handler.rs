@@ -1,6 +1,6 @@
 //! Handlers, the dispatch table they go into, and hook functions.
 
-use std::{fmt, future::Future, pin::Pin};
+use std::{fmt, future::Future, marker::PhantomData, pin::Pin};
 
 use crate::{
     codec::RawPayload,
@@ -47,6 +47,32 @@ pub trait Handler<In: Events, Out: Events>: Send + Sync + 'static {
 #[doc(hidden)]
 pub trait HandlerEvent {
     type Event: EventKey;
+}
+
+/// The argument of the function `#[liweb::handler]` writes under the
+/// handler's name; its type parameter is the handler type, so passing the
+/// function to [`ServerBuilder::handler`](crate::ServerBuilder::handler)
+/// names the handler.
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct HandlerTag<H>(PhantomData<fn() -> H>);
+
+/// A handler as passed to the builder: the function `#[liweb::handler]`
+/// writes, or a [`Handler`] value.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a liweb handler",
+    label = "expected a function marked `#[liweb::handler(In::Event)]`",
+    note = "mark the `async fn` with `#[liweb::handler(In::Event)]` and pass it by name"
+)]
+pub trait IntoHandler<H> {
+    /// The handler value.
+    fn into_handler(self) -> H;
+}
+
+impl<H, F: FnOnce(HandlerTag<H>) -> H> IntoHandler<H> for F {
+    fn into_handler(self) -> H {
+        self(HandlerTag(PhantomData))
+    }
 }
 
 /// The object-safe face of [`Handler`] that the dispatch table stores.
@@ -96,10 +122,12 @@ impl<In: Events, Out: Events> HandlerList<In, Out> {
         }
     }
 
-    /// Appends a handler.
-    pub fn push<H: Handler<In, Out>>(&mut self, handler: H) {
-        self.entries
-            .push((<H::Event as EventKey>::INDEX, Box::new(handler)));
+    /// Appends a handler: a function marked `#[liweb::handler(In::Event)]`.
+    pub fn push<H: Handler<In, Out>>(&mut self, handler: impl IntoHandler<H>) {
+        self.entries.push((
+            <H::Event as EventKey>::INDEX,
+            Box::new(handler.into_handler()),
+        ));
     }
 }
 

@@ -148,9 +148,9 @@ pub use liweb_macros::Events;
 /// implementing [`FromConnParts`]. The function returns `()` or
 /// `Result<(), E>`; an `Err` is reported through the server's error hook.
 ///
-/// The function's name becomes a unit value to pass to
-/// [`ServerBuilder::handler`]; the original function stays callable as
-/// `name::handle(..)`.
+/// Pass the function by name to [`ServerBuilder::handler`]; the macro gives
+/// that name a handler type, and the original function stays callable as
+/// `name::handle(..)` (for unit tests).
 ///
 /// The server's `Out` type is taken from a `Conn<Out>` or
 /// `Server<In, Out>` argument; a handler with neither works with any `Out`.
@@ -204,7 +204,7 @@ pub mod prelude {
 pub mod __private {
     //! Items the macros expand to. Not public API.
     pub use crate::extract::{EventParts, ViaParts, ViaPayload};
-    pub use crate::handler::{Call, HandlerEvent, assert_exhaustive};
+    pub use crate::handler::{Call, HandlerEvent, HandlerTag, assert_exhaustive};
     pub use serde;
     pub use std::boxed::Box;
     pub use std::result::Result;

@@ -17,7 +17,7 @@ use crate::{
     error::{EncodeError, HandlerError, panic_message},
     event::Events,
     extract,
-    handler::{BoxHook, Call, DynHandler, Handler, HandlerList, Hook, box_hook},
+    handler::{BoxHook, Call, DynHandler, Handler, HandlerList, Hook, IntoHandler, box_hook},
     hooks::ErrorReport,
     protocol::ErrorCode,
 };
@@ -381,8 +381,8 @@ impl<In: Events, Out: Events> ServerBuilder<In, Out> {
     /// Adds a handler (a function marked `#[liweb::handler(In::Variant)]`) to
     /// its event's slot. Several handlers of one event run in the order they
     /// were added.
-    pub fn handler<H: Handler<In, Out>>(mut self, handler: H) -> Self {
-        self.table[<H::Event as crate::EventKey>::INDEX].push(Box::new(handler));
+    pub fn handler<H: Handler<In, Out>>(mut self, handler: impl IntoHandler<H>) -> Self {
+        self.table[<H::Event as crate::EventKey>::INDEX].push(Box::new(handler.into_handler()));
         self
     }
 
