@@ -1,7 +1,6 @@
 //! `#[liweb::handler(Enum::Variant)]`: turns an `async fn` into a unit value
 //! implementing `liweb::Handler` for that event.
 
-use heck::ToSnakeCase;
 use proc_macro2::TokenStream;
 use quote::{format_ident, quote, quote_spanned};
 use syn::{
@@ -105,11 +104,7 @@ pub(crate) fn expand(args: Args, item: ItemFn) -> syn::Result<TokenStream> {
     let mut enum_path = args.event.clone();
     enum_path.segments.pop();
     let enum_path = strip_trailing_punct(enum_path);
-    let module = format_ident!(
-        "{}",
-        enum_segment.ident.to_string().to_snake_case(),
-        span = enum_segment.ident.span()
-    );
+    let module = crate::names::companion_module(&enum_segment.ident);
     let mut module_path = enum_path.clone();
     module_path
         .segments

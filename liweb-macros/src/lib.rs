@@ -4,6 +4,7 @@
 mod ctxt;
 mod events;
 mod handler;
+mod names;
 
 use proc_macro::TokenStream;
 use syn::{DeriveInput, ItemFn, parse_macro_input};

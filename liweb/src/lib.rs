@@ -28,18 +28,28 @@
 //! }
 //!
 //! #[liweb::handler(ChatIn::Message)]
-//! async fn on_message(conn: Conn<ChatOut>, server: Server<ChatIn, ChatOut>, say: Say) {
+//! async fn on_message(
+//!     conn: Conn<ChatOut>,
+//!     server: Server<ChatIn, ChatOut>,
+//!     say: Say,
+//! ) -> Result<(), liweb::EncodeError> {
 //!     // Only `ChatOut` values compile here.
-//!     server.broadcast(ChatOut::Message { id: conn.id(), text: say.text });
+//!     server.broadcast(ChatOut::Message { id: conn.id(), text: say.text })?;
+//!     Ok(())
 //! }
 //!
-//! # async fn run() -> std::io::Result<()> {
-//! let server = Server::<ChatIn, ChatOut>::builder().handler(on_message).build();
-//! let app = axum::Router::new().route("/ws", server.ws_route());
-//! let listener = tokio::net::TcpListener::bind("127.0.0.1:3001").await?;
-//! axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>()).await
-//! # }
+//! #[tokio::main]
+//! async fn main() -> std::io::Result<()> {
+//!     let server = Server::<ChatIn, ChatOut>::builder().handler(on_message).build();
+//!     let app = axum::Router::new().route("/ws", server.ws_route());
+//!     let listener = tokio::net::TcpListener::bind("127.0.0.1:3001").await?;
+//!     axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>()).await
+//! }
 //! ```
+//!
+//! Declare `Events` enums at module level, as here: the companion module the
+//! derive writes for struct variants imports the enum's surroundings with
+//! `use super::*`, which cannot see items declared inside a function body.
 //!
 //! ## How a message travels
 //!

@@ -464,3 +464,61 @@ impl<In: Events, Out: Events> ServerBuilder<In, Out> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use serde::{Serialize, Serializer};
+
+    use super::*;
+    use crate::conn::Outbound;
+
+    static SERIALIZED: AtomicUsize = AtomicUsize::new(0);
+
+    /// Counts how often it is serialized.
+    #[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+    pub(crate) struct Counted(u32);
+
+    impl Serialize for Counted {
+        fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+            SERIALIZED.fetch_add(1, Ordering::SeqCst);
+            serializer.serialize_u32(self.0)
+        }
+    }
+
+    #[derive(Debug, crate::Events)]
+    pub(crate) enum In {
+        Noop,
+    }
+
+    #[derive(Debug, crate::Events)]
+    pub(crate) enum Out {
+        Counted(Counted),
+    }
+
+    #[test]
+    fn a_broadcast_is_serialized_once_for_every_connection() {
+        let server = Server::<In, Out>::builder().build();
+        let mut receivers = Vec::new();
+        for _ in 0..5 {
+            let (conn, rx) = Conn::<Out>::detached(CodecKind::Json);
+            server.register(&conn);
+            receivers.push(rx);
+        }
+        let before = SERIALIZED.load(Ordering::SeqCst);
+        assert_eq!(server.broadcast(Out::Counted(Counted(7))).unwrap(), 5);
+        assert_eq!(SERIALIZED.load(Ordering::SeqCst) - before, 1);
+
+        let mut first = None;
+        for rx in &mut receivers {
+            let Ok(Outbound::Frame(frame)) = rx.try_recv() else {
+                panic!("every connection got a frame");
+            };
+            assert_eq!(&frame.bytes()[..], br#"{"event":"counted","payload":7}"#);
+            // The same allocation is shared, not copied per connection.
+            let ptr = frame.bytes().as_ptr();
+            assert_eq!(*first.get_or_insert(ptr), ptr);
+        }
+    }
+}

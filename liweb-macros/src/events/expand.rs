@@ -13,7 +13,7 @@ use super::{
 pub(crate) fn expand(container: &Container<'_>) -> TokenStream {
     let ident = container.ident;
     let vis = container.vis;
-    let module = format_ident!("{}", ident.to_string().to_snake_case(), span = ident.span());
+    let module = crate::names::companion_module(ident);
     let module_doc = format!("The event keys of [`{ident}`], one type per variant.");
 
     let keys = container
