@@ -87,7 +87,7 @@ mod tests {
     use serde_json::value::RawValue;
 
     use super::*;
-    use crate::codec::{CodecKind, RawPayload};
+    use crate::codec::{CodecKind, JsonPayload, RawPayload};
 
     #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
     pub(crate) struct Point {
@@ -111,7 +111,10 @@ mod tests {
 
     fn decode(name: &str, json: &str) -> Option<Result<Sample, crate::DecodeError>> {
         let raw = RawValue::from_string(json.to_owned()).unwrap();
-        Sample::decode(Sample::index_of(name)?, RawPayload::Json(&raw))
+        Sample::decode(
+            Sample::index_of(name)?,
+            RawPayload::Json(JsonPayload::new(&raw)),
+        )
     }
 
     fn encode(event: &Sample) -> String {
@@ -159,7 +162,7 @@ mod tests {
         assert!(decode("unitEvent", "1").unwrap().is_err());
         assert!(decode("nope", "null").is_none());
         let raw = RawValue::from_string("null".into()).unwrap();
-        assert!(Sample::decode(99, RawPayload::Json(&raw)).is_none());
+        assert!(Sample::decode(99, RawPayload::Json(JsonPayload::new(&raw))).is_none());
     }
 
     #[test]

@@ -258,12 +258,13 @@ impl<In: Events, Out: Events> Server<In, Out> {
         bytes: Bytes,
         text: bool,
     ) {
-        if !text && codec == CodecKind::Json {
-            conn.send_error(
-                ErrorCode::UnsupportedFrame,
-                "binary frames are not accepted on a JSON connection".to_owned(),
-                None,
-            );
+        if text != codec.is_text() {
+            let message = if text {
+                "text frames are not accepted on a binary connection"
+            } else {
+                "binary frames are not accepted on a JSON connection"
+            };
+            conn.send_error(ErrorCode::UnsupportedFrame, message.to_owned(), None);
             return;
         }
         let frame = match codec.decode_frame(&bytes) {

@@ -1,19 +1,40 @@
 //! Wire codecs: how a message `{event, payload}` becomes bytes and back.
 //!
-//! The dispatch code only sees [`RawFrame`] (a wire name and a
-//! [`RawPayload`]) and [`Frame`] (encoded bytes); adding a codec means a
-//! [`CodecKind`] variant, a [`RawPayload`] variant and the two functions here.
+//! Each codec implements [`Codec`]. The dispatch code never names a codec: it
+//! asks the connection's [`CodecKind`] to read an envelope ([`RawFrame`]: the
+//! wire name and a still-encoded [`RawPayload`]) and to encode outbound
+//! messages ([`Frame`]). Adding a codec (MessagePack, bincode) means a type
+//! implementing [`Codec`], a [`CodecKind`] variant and a [`RawPayload`]
+//! variant, all in this module.
+
+mod json;
 
 use std::borrow::Cow;
 
 use bytes::Bytes;
-use serde::{Deserialize, de::DeserializeOwned};
-use serde_json::value::RawValue;
+use serde::{Serialize, de::DeserializeOwned};
 
+pub use self::json::{JsonCodec, JsonPayload};
 use crate::{
     error::{DecodeError, EncodeError},
     event::{Events, PayloadDecoder, PayloadOf},
 };
+
+/// A wire format for liweb messages.
+pub trait Codec: Send + Sync + 'static {
+    /// The WebSocket subprotocol that selects this codec.
+    const SUBPROTOCOL: &'static str;
+    /// Whether frames are text (UTF-8) rather than binary.
+    const TEXT: bool;
+    /// A payload still in this codec's format, borrowed from its frame.
+    type Payload<'a>: PayloadDecoder<Error = DecodeError> + Copy;
+
+    /// Reads one frame's envelope: the wire name and the undecoded payload.
+    fn decode_frame(bytes: &[u8]) -> Result<(Cow<'_, str>, Self::Payload<'_>), DecodeError>;
+
+    /// Encodes one message from its wire name and payload.
+    fn encode<P: Serialize + ?Sized>(name: &str, payload: &P) -> Result<Bytes, EncodeError>;
+}
 
 /// The wire format of a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -34,33 +55,47 @@ impl CodecKind {
         }
     }
 
+    /// Whether this codec's frames are text (else binary).
+    pub const fn is_text(self) -> bool {
+        match self {
+            Self::Json => JsonCodec::TEXT,
+        }
+    }
+
+    /// The WebSocket subprotocol naming this codec.
+    pub const fn subprotocol(self) -> &'static str {
+        match self {
+            Self::Json => JsonCodec::SUBPROTOCOL,
+        }
+    }
+
     /// Encodes one event.
     pub(crate) fn encode<E: Events>(self, event: &E) -> Result<Frame, EncodeError> {
         self.encode_parts(event.name(), &PayloadOf(event))
     }
 
     /// Encodes a message from its wire name and payload.
-    pub(crate) fn encode_parts<P: serde::Serialize + ?Sized>(
+    pub(crate) fn encode_parts<P: Serialize + ?Sized>(
         self,
         name: &str,
         payload: &P,
     ) -> Result<Frame, EncodeError> {
-        match self {
-            Self::Json => encode_json(name, payload),
-        }
+        let bytes = match self {
+            Self::Json => JsonCodec::encode(name, payload)?,
+        };
+        Ok(Frame {
+            bytes,
+            text: self.is_text(),
+        })
     }
 
     /// Reads the envelope of one inbound frame, leaving the payload undecoded.
     pub(crate) fn decode_frame(self, bytes: &[u8]) -> Result<RawFrame<'_>, DecodeError> {
         match self {
-            Self::Json => {
-                let frame: JsonFrame<'_> =
-                    serde_json::from_slice(bytes).map_err(DecodeError::frame)?;
-                Ok(RawFrame {
-                    event: frame.event,
-                    payload: RawPayload::Json(frame.payload.unwrap_or_else(|| null_payload())),
-                })
-            }
+            Self::Json => JsonCodec::decode_frame(bytes).map(|(event, payload)| RawFrame {
+                event,
+                payload: RawPayload::Json(payload),
+            }),
         }
     }
 }
@@ -78,7 +113,7 @@ pub(crate) struct RawFrame<'a> {
 #[non_exhaustive]
 pub enum RawPayload<'a> {
     /// A JSON value (`null` when the frame had no `payload`).
-    Json(&'a RawValue),
+    Json(JsonPayload<'a>),
 }
 
 impl PayloadDecoder for RawPayload<'_> {
@@ -86,10 +121,7 @@ impl PayloadDecoder for RawPayload<'_> {
 
     fn decode<T: DeserializeOwned>(self) -> Result<T, DecodeError> {
         match self {
-            Self::Json(raw) => {
-                let mut de = serde_json::Deserializer::from_str(raw.get());
-                serde_path_to_error::deserialize(&mut de).map_err(DecodeError::payload)
-            }
+            Self::Json(payload) => payload.decode(),
         }
     }
 }
@@ -112,37 +144,4 @@ impl Frame {
     pub fn bytes(&self) -> &Bytes {
         &self.bytes
     }
-}
-
-#[derive(Deserialize)]
-struct JsonFrame<'a> {
-    #[serde(borrow)]
-    event: Cow<'a, str>,
-    #[serde(borrow, default)]
-    payload: Option<&'a RawValue>,
-}
-
-/// The payload of a frame that has none. `RawValue` cannot be built in a
-/// const, so it is parsed once.
-fn null_payload() -> &'static RawValue {
-    static NULL: std::sync::LazyLock<Box<RawValue>> = std::sync::LazyLock::new(|| {
-        RawValue::from_string("null".to_owned()).expect("`null` is valid JSON")
-    });
-    &NULL
-}
-
-pub(crate) fn encode_json<P: serde::Serialize + ?Sized>(
-    name: &str,
-    payload: &P,
-) -> Result<Frame, EncodeError> {
-    let mut out = Vec::with_capacity(64);
-    out.extend_from_slice(b"{\"event\":");
-    serde_json::to_writer(&mut out, name).map_err(EncodeError::new)?;
-    out.extend_from_slice(b",\"payload\":");
-    serde_json::to_writer(&mut out, payload).map_err(EncodeError::new)?;
-    out.push(b'}');
-    Ok(Frame {
-        bytes: Bytes::from(out),
-        text: true,
-    })
 }
