@@ -114,6 +114,10 @@ fn classify(err: axum::Error) -> Inbound {
             CloseCode::BadFrame,
             "text frame is not valid UTF-8".to_owned(),
         ),
+        // The peer vanished; there is no one left to close with.
+        Some(tungstenite::Error::Protocol(
+            tungstenite::error::ProtocolError::ResetWithoutClosingHandshake,
+        )) => Inbound::Reset("connection reset without a closing handshake".to_owned()),
         Some(tungstenite::Error::Protocol(reason)) => {
             Inbound::Error(CloseCode::ProtocolError, reason.to_string())
         }

@@ -1,0 +1,9 @@
+use liweb::prelude::*;
+
+#[derive(Events)]
+enum ChatIn {
+    #[event(name = "__ping")]
+    Ping,
+}
+
+fn main() {}

@@ -1,0 +1,8 @@
+use liweb::prelude::*;
+
+#[derive(Events)]
+enum ChatIn<T> {
+    Message(T),
+}
+
+fn main() {}

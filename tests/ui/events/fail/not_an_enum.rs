@@ -1,0 +1,8 @@
+use liweb::prelude::*;
+
+#[derive(Events)]
+struct ChatIn {
+    text: String,
+}
+
+fn main() {}

@@ -1,0 +1,9 @@
+use liweb::prelude::*;
+
+#[derive(Events)]
+enum ChatOut {
+    #[event(name = "auth:success")]
+    LoggedIn,
+}
+
+fn main() {}

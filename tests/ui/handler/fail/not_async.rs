@@ -1,0 +1,11 @@
+use liweb::prelude::*;
+
+#[derive(Events)]
+enum ChatIn {
+    Message(String),
+}
+
+#[liweb::handler(ChatIn::Message)]
+fn on_message(_text: String) {}
+
+fn main() {}
