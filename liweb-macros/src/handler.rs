@@ -143,7 +143,7 @@ pub(crate) fn expand(args: Args, item: ItemFn) -> syn::Result<TokenStream> {
         .collect();
     let extractions = arg_types.iter().zip(&arg_idents).map(|(ty, ident)| {
         quote_spanned! {ty.span()=>
-            let #ident = <#ty as ::liweb::FromEvent<#key, #enum_path, #out_ty, _>>::from_event(&mut __parts)?;
+            let #ident = <#ty as ::liweb::FromEvent<#key, <#key as ::liweb::EventKey>::Payload, #enum_path, #out_ty, _>>::from_event(&mut __parts)?;
         }
     });
     let output_span = match &sig.output {

@@ -106,25 +106,27 @@ pub enum ViaPayload {}
 
 /// A handler argument: an extractor, or the event's payload.
 ///
-/// The `#[handler]` macro asks every argument for this trait; `M` is inferred.
+/// The `#[handler]` macro asks every argument for this trait, with `P` the
+/// event's payload type (named so compile errors can show it); `M` is inferred.
 #[diagnostic::on_unimplemented(
-    message = "`{Self}` is neither an extractor nor the payload of event `{K}`",
+    message = "`{Self}` is neither an extractor nor `{P}`, the payload of event `{K}`",
     label = "not an extractor, and not this event's payload type",
-    note = "a handler argument is the event's payload (the variant's field type) or an extractor: `Conn<Out>`, `State<T>`, `Server<In, Out>`, `ConnMeta`, `ConnId`, or a type implementing `FromConnParts`",
-    note = "when `Conn<Out>` or `Server<In, Out>` is behind a type alias, name the server's `Out` type: `#[liweb::handler(In::Event, out = Out)]`"
+    note = "a handler argument is the event's payload, or an extractor: `Conn<Out>`, `State<T>`, `Server<In, Out>`, `ConnMeta`, `ConnId`, or a type implementing `FromConnParts`"
 )]
-pub trait FromEvent<K: EventKey, In, Out, M>: Sized {
+pub trait FromEvent<K: EventKey, P, In, Out, M>: Sized {
     /// Takes the argument's value.
     fn from_event(parts: &mut EventParts<'_, K, In, Out>) -> Result<Self, ExtractError>;
 }
 
-impl<K: EventKey, In, Out, T: FromConnParts<In, Out>> FromEvent<K, In, Out, ViaParts> for T {
+impl<K: EventKey, In, Out, T: FromConnParts<In, Out>> FromEvent<K, K::Payload, In, Out, ViaParts>
+    for T
+{
     fn from_event(parts: &mut EventParts<'_, K, In, Out>) -> Result<Self, ExtractError> {
         T::from_conn_parts(&parts.parts)
     }
 }
 
-impl<K: EventKey, In, Out> FromEvent<K, In, Out, ViaPayload> for <K as EventKey>::Payload {
+impl<K: EventKey<Payload = P>, P, In, Out> FromEvent<K, P, In, Out, ViaPayload> for P {
     fn from_event(parts: &mut EventParts<'_, K, In, Out>) -> Result<Self, ExtractError> {
         parts.payload.take().ok_or(ExtractError::PayloadTaken)
     }

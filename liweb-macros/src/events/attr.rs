@@ -101,12 +101,14 @@ pub(crate) fn container(cx: &mut Ctxt, attrs: &[Attribute]) -> ContainerAttrs {
                 }
                 Ok(())
             } else if meta.path.is_ident("name") {
-                Err(meta.error("`name` goes on a variant; on the enum use `rename_all`"))
+                cx.push(meta.error("`name` goes on a variant; on the enum use `rename_all`"));
+                skip_value(&meta)
             } else {
-                Err(meta.error(format!(
+                cx.push(meta.error(format!(
                     "unknown liweb attribute `{}`; on the enum, `#[event(...)]` takes `rename_all`",
                     path_text(&meta.path)
-                )))
+                )));
+                skip_value(&meta)
             }
         });
         if let Err(err) = result {
@@ -128,10 +130,11 @@ pub(crate) fn variant(cx: &mut Ctxt, attrs: &[Attribute]) -> VariantAttrs {
                 }
                 Ok(())
             } else {
-                Err(meta.error(format!(
+                cx.push(meta.error(format!(
                     "unknown liweb attribute `{}`; on a variant, `#[event(...)]` takes `name`",
                     path_text(&meta.path)
-                )))
+                )));
+                skip_value(&meta)
             }
         });
         if let Err(err) = result {
@@ -139,6 +142,17 @@ pub(crate) fn variant(cx: &mut Ctxt, attrs: &[Attribute]) -> VariantAttrs {
         }
     }
     VariantAttrs { name }
+}
+
+/// Steps over the value of a key already reported as wrong, so the keys after
+/// it are still checked.
+fn skip_value(meta: &syn::meta::ParseNestedMeta<'_>) -> syn::Result<()> {
+    if meta.input.peek(syn::Token![=]) {
+        meta.value()?.parse::<syn::Expr>()?;
+    } else if meta.input.peek(syn::token::Paren) {
+        meta.parse_nested_meta(|nested| skip_value(&nested))?;
+    }
+    Ok(())
 }
 
 fn path_text(path: &syn::Path) -> String {

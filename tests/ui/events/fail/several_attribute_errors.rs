@@ -2,7 +2,7 @@ use liweb::prelude::*;
 
 // Every mistake is reported in one go, not one per build.
 #[derive(Events)]
-#[event(rename_all = "snake-case")]
+#[event(rename_al = "camelCase", rename_all = "snake-case")]
 enum ChatIn {
     #[event(nme = "chat:message")]
     Message(String),
