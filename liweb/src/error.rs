@@ -37,6 +37,13 @@ impl DecodeError {
         }
     }
 
+    pub(crate) fn payload_message(err: impl fmt::Display) -> Self {
+        Self {
+            message: format!("invalid payload: {err}"),
+            path: None,
+        }
+    }
+
     /// The path of the payload field that failed (`user.name`, `items[2]`),
     /// when the failure is inside the payload.
     pub fn path(&self) -> Option<&str> {

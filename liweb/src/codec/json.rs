@@ -28,8 +28,17 @@ impl PayloadDecoder for JsonPayload<'_> {
     type Error = DecodeError;
 
     fn decode<T: DeserializeOwned>(self) -> Result<T, DecodeError> {
-        let mut de = serde_json::Deserializer::from_str(self.0.get());
-        serde_path_to_error::deserialize(&mut de).map_err(DecodeError::payload)
+        // Tracking the field path costs on every value, so the path is only
+        // worked out, by decoding again, for a payload that failed.
+        serde_json::from_str(self.0.get()).map_err(|err| {
+            let mut de = serde_json::Deserializer::from_str(self.0.get());
+            match serde_path_to_error::deserialize::<_, T>(&mut de) {
+                Err(err) => DecodeError::payload(err),
+                // Cannot happen (the same bytes, the same type); keep the
+                // first error rather than invent a path.
+                Ok(_) => DecodeError::payload_message(err),
+            }
+        })
     }
 }
 
