@@ -25,7 +25,6 @@
 
 use std::hint::black_box;
 
-use bytes::Bytes;
 use criterion::{Criterion, criterion_group, criterion_main};
 use liweb::{CodecKind, Conn};
 use liweb_benches::{
@@ -42,7 +41,7 @@ fn dispatch(c: &mut Criterion) {
         let server = liweb_server(counter.clone());
         let (conn, mut rx) = Conn::<BenchOut>::detached(CodecKind::Json);
 
-        rt.block_on(server.dispatch_text(&conn, Bytes::from_static(FRAME)));
+        rt.block_on(server.dispatch_text(&conn, FRAME));
         assert_eq!(
             counter.get(),
             FRAME_TEXT_LEN,
@@ -51,9 +50,8 @@ fn dispatch(c: &mut Criterion) {
         assert!(rx.try_recv().is_err(), "liweb: dispatch sent something");
 
         group.bench_function("liweb_generated_table", |b| {
-            b.to_async(&rt).iter(|| {
-                server.dispatch_text(black_box(&conn), black_box(Bytes::from_static(FRAME)))
-            });
+            b.to_async(&rt)
+                .iter(|| server.dispatch_text(black_box(&conn), black_box(FRAME)));
         });
         assert!(
             counter.get() > FRAME_TEXT_LEN,
@@ -67,7 +65,7 @@ fn dispatch(c: &mut Criterion) {
         let counter = Counter::default();
         let router = ValueRouter::new(&counter);
 
-        rt.block_on(router.dispatch(Bytes::from_static(FRAME)));
+        rt.block_on(router.dispatch(FRAME));
         assert_eq!(
             counter.get(),
             FRAME_TEXT_LEN,
@@ -75,8 +73,7 @@ fn dispatch(c: &mut Criterion) {
         );
 
         group.bench_function("serde_json_value_hashmap", |b| {
-            b.to_async(&rt)
-                .iter(|| router.dispatch(black_box(Bytes::from_static(FRAME))));
+            b.to_async(&rt).iter(|| router.dispatch(black_box(FRAME)));
         });
         assert!(
             counter.get() > FRAME_TEXT_LEN,
@@ -90,7 +87,7 @@ fn dispatch(c: &mut Criterion) {
         let server = liweb_server(counter.clone());
         let (conn, mut rx) = Conn::<BenchOut>::detached(CodecKind::Json);
 
-        rt.block_on(server.dispatch_text(&conn, Bytes::from_static(UNKNOWN_FRAME)));
+        rt.block_on(server.dispatch_text(&conn, UNKNOWN_FRAME));
         let sent = rx
             .try_recv()
             .expect("liweb: no `error` event for an unknown event");
@@ -105,10 +102,7 @@ fn dispatch(c: &mut Criterion) {
                 // The writer's job, for the previous iteration's `error`
                 // event: keeps the queue from growing.
                 while rx.try_recv().is_ok() {}
-                server.dispatch_text(
-                    black_box(&conn),
-                    black_box(Bytes::from_static(UNKNOWN_FRAME)),
-                )
+                server.dispatch_text(black_box(&conn), black_box(UNKNOWN_FRAME))
             });
         });
         assert_eq!(

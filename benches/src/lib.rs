@@ -20,17 +20,16 @@ use std::{
     },
 };
 
-use bytes::Bytes;
 use liweb::{Events, Server, State};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// The frame both paths dispatch.
-pub const FRAME: &[u8] = br#"{"event":"chat:message","payload":{"text":"hello world"}}"#;
+pub const FRAME: &str = r#"{"event":"chat:message","payload":{"text":"hello world"}}"#;
 /// What one dispatch of [`FRAME`] adds to the counter.
 pub const FRAME_TEXT_LEN: u64 = "hello world".len() as u64;
 /// A frame naming an event the server does not have.
-pub const UNKNOWN_FRAME: &[u8] = br#"{"event":"chat:shout","payload":{"text":"hello world"}}"#;
+pub const UNKNOWN_FRAME: &str = r#"{"event":"chat:shout","payload":{"text":"hello world"}}"#;
 
 /// The payload of `chat:message`.
 #[derive(Debug, Serialize, Deserialize)]
@@ -233,8 +232,8 @@ impl ValueRouter {
     }
 
     /// Parses the frame into a `Value`, looks its event up and runs the handler.
-    pub async fn dispatch(&self, bytes: Bytes) {
-        let Ok(mut frame) = serde_json::from_slice::<Value>(&bytes) else {
+    pub async fn dispatch(&self, text: &str) {
+        let Ok(mut frame) = serde_json::from_str::<Value>(text) else {
             return;
         };
         // Take the payload out rather than clone it.

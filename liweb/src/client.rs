@@ -44,7 +44,7 @@ use tokio_tungstenite::tungstenite::{
 };
 
 use crate::{
-    codec::{CodecKind, RawPayload},
+    codec::{CodecKind, Input, RawPayload},
     error::{DecodeError, EncodeError},
     event::{EventKey, Events, PayloadDecoder},
     protocol::{CloseCode, ERROR_EVENT, ErrorPayload},
@@ -225,7 +225,7 @@ async fn run<Rx: Events>(
             },
             message = socket.next() => match message {
                 Some(Ok(Message::Text(text))) => {
-                    if let Some(item) = decode::<Rx>(text.as_bytes(), &listeners) {
+                    if let Some(item) = decode::<Rx>(text.as_str(), &listeners) {
                         let _ = incoming.send(item);
                     }
                 }
@@ -247,10 +247,10 @@ async fn run<Rx: Events>(
 }
 
 fn decode<Rx: Events>(
-    bytes: &[u8],
+    text: &str,
     listeners: &Mutex<HashMap<usize, Vec<Listener>>>,
 ) -> Option<Incoming<Rx>> {
-    let frame = match CodecKind::Json.decode_frame(bytes) {
+    let frame = match CodecKind::Json.decode_frame(Input::Text(text)) {
         Ok(frame) => frame,
         Err(error) => return Some(Incoming::Malformed { event: None, error }),
     };

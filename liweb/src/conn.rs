@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::{
-    codec::{CodecKind, Frame},
+    codec::{CodecKind, Frame, InFrame},
     error::EmitError,
     event::Events,
     protocol::{CloseCode, ERROR_EVENT, ErrorCode, ErrorPayload},
@@ -367,8 +367,8 @@ pub enum DisconnectReason {
 /// One inbound item from a transport, already reduced to what liweb needs.
 #[derive(Debug)]
 pub(crate) enum Inbound {
-    /// A data frame: its bytes and whether it came as text.
-    Frame { bytes: bytes::Bytes, text: bool },
+    /// A data frame.
+    Frame(InFrame),
     /// The peer's close frame.
     Close(Option<(CloseCode, String)>),
     /// A protocol violation; the connection is closed with this code.
@@ -480,16 +480,16 @@ pub(crate) async fn run<In, Out, R, W>(
                 }
             }
             () = &mut inflight, if !inflight.is_terminated() => {
-                if let Some((bytes, text)) = pending.pop_front() {
-                    inflight.set(server.dispatch(&conn, codec, bytes, text).fuse());
+                if let Some(frame) = pending.pop_front() {
+                    inflight.set(server.dispatch(&conn, codec, frame).fuse());
                 }
             }
             item = reader.next(), if reading && pending.len() < MAX_PENDING => match item {
-                Some(Inbound::Frame { bytes, text }) => {
+                Some(Inbound::Frame(frame)) => {
                     if inflight.is_terminated() {
-                        inflight.set(server.dispatch(&conn, codec, bytes, text).fuse());
+                        inflight.set(server.dispatch(&conn, codec, frame).fuse());
                     } else {
-                        pending.push_back((bytes, text));
+                        pending.push_back(frame);
                     }
                 }
                 Some(Inbound::Close(frame)) => {
@@ -519,8 +519,8 @@ pub(crate) async fn run<In, Out, R, W>(
     if !inflight.is_terminated() {
         inflight.await;
     }
-    while let Some((bytes, text)) = pending.pop_front() {
-        server.dispatch(&conn, codec, bytes, text).await;
+    while let Some(frame) = pending.pop_front() {
+        server.dispatch(&conn, codec, frame).await;
     }
 
     // Emits after this point fail with `Closed` instead of queueing forever.

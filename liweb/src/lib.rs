@@ -119,7 +119,7 @@ pub mod client;
 
 pub mod browser;
 
-pub use crate::codec::{Codec, CodecKind, JsonCodec, JsonPayload, RawPayload};
+pub use crate::codec::{Codec, CodecKind, Input, JsonCodec, JsonPayload, RawPayload};
 pub use crate::conn::{Conn, ConnId, ConnMeta, DisconnectReason, Transport};
 pub use crate::error::{DecodeError, EmitError, EncodeError, ExtractError, HandlerError};
 pub use crate::event::{EventKey, Events, PayloadDecoder};

@@ -8,11 +8,10 @@ use std::{
     time::Duration,
 };
 
-use bytes::Bytes;
 use futures_util::FutureExt;
 
 use crate::{
-    codec::{CodecKind, Frame},
+    codec::{CodecKind, Frame, InFrame},
     conn::{Conn, ConnId, DisconnectReason},
     error::{EncodeError, HandlerError, panic_message},
     event::Events,
@@ -243,21 +242,17 @@ impl<In: Events, Out: Events> Server<In, Out> {
         }
     }
 
-    /// Dispatches one JSON text frame as if `conn` had sent it; for benchmarks.
+    /// Dispatches one text frame as if `conn` had sent it; for benchmarks.
     #[doc(hidden)]
-    pub async fn dispatch_text(&self, conn: &Conn<Out>, bytes: Bytes) {
-        self.dispatch(conn, conn.meta().codec(), bytes, true).await;
+    pub async fn dispatch_text(&self, conn: &Conn<Out>, text: &'static str) {
+        self.dispatch(conn, conn.meta().codec(), InFrame::from_static(text))
+            .await;
     }
 
     /// Decodes one inbound frame and runs the handlers of its event in
     /// registration order. Bad input is answered with an `error` event.
-    pub(crate) async fn dispatch(
-        &self,
-        conn: &Conn<Out>,
-        codec: CodecKind,
-        bytes: Bytes,
-        text: bool,
-    ) {
+    pub(crate) async fn dispatch(&self, conn: &Conn<Out>, codec: CodecKind, frame: InFrame) {
+        let text = frame.is_text();
         if text != codec.is_text() {
             let message = if text {
                 "text frames are not accepted on a binary connection"
@@ -267,7 +262,7 @@ impl<In: Events, Out: Events> Server<In, Out> {
             conn.send_error(ErrorCode::UnsupportedFrame, message.to_owned(), None);
             return;
         }
-        let frame = match codec.decode_frame(&bytes) {
+        let frame = match codec.decode_frame(frame.input()) {
             Ok(frame) => frame,
             Err(err) => {
                 conn.send_error(ErrorCode::BadFrame, err.to_string(), None);

@@ -10,12 +10,11 @@ use axum::{
     response::{IntoResponse, Response},
     routing::MethodRouter,
 };
-use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite;
 
 use crate::{
-    codec::CodecKind,
+    codec::{CodecKind, InFrame},
     conn::{self, ConnMeta, Inbound, Outbound, Transport},
     event::Events,
     protocol::CloseCode,
@@ -88,11 +87,8 @@ async fn run_socket<In: Events, Out: Events>(
 
 fn inbound(item: Result<Message, axum::Error>) -> Option<Inbound> {
     match item {
-        Ok(Message::Text(text)) => Some(Inbound::Frame {
-            bytes: Bytes::from(text),
-            text: true,
-        }),
-        Ok(Message::Binary(bytes)) => Some(Inbound::Frame { bytes, text: false }),
+        Ok(Message::Text(text)) => Some(Inbound::Frame(InFrame::Text(text))),
+        Ok(Message::Binary(bytes)) => Some(Inbound::Frame(InFrame::Binary(bytes))),
         Ok(Message::Ping(_) | Message::Pong(_)) => None,
         Ok(Message::Close(frame)) => Some(Inbound::Close(frame.map(|frame| {
             (

@@ -11,7 +11,6 @@
 //! the path is `liweb` (the generated table) or `value` (`serde_json::Value`
 //! and a `HashMap<String, handler>`).
 
-use bytes::Bytes;
 use liweb::{CodecKind, Conn};
 use liweb_benches::{BenchOut, Counter, FRAME, FRAME_TEXT_LEN, ValueRouter, liweb_server, runtime};
 
@@ -27,7 +26,7 @@ fn main() {
             let (conn, _rx) = Conn::<BenchOut>::detached(CodecKind::Json);
             rt.block_on(async {
                 for _ in 0..n {
-                    server.dispatch_text(&conn, Bytes::from_static(FRAME)).await;
+                    server.dispatch_text(&conn, FRAME).await;
                 }
             });
         }
@@ -35,7 +34,7 @@ fn main() {
             let router = ValueRouter::new(&counter);
             rt.block_on(async {
                 for _ in 0..n {
-                    router.dispatch(Bytes::from_static(FRAME)).await;
+                    router.dispatch(FRAME).await;
                 }
             });
         }

@@ -6,7 +6,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use serde_json::value::RawValue;
 
-use super::Codec;
+use super::{Codec, Input};
 use crate::{
     error::{DecodeError, EncodeError},
     event::PayloadDecoder,
@@ -55,8 +55,12 @@ impl Codec for JsonCodec {
     const TEXT: bool = true;
     type Payload<'a> = JsonPayload<'a>;
 
-    fn decode_frame(bytes: &[u8]) -> Result<(Cow<'_, str>, JsonPayload<'_>), DecodeError> {
-        let envelope: Envelope<'_> = serde_json::from_slice(bytes).map_err(DecodeError::frame)?;
+    fn decode_frame(frame: Input<'_>) -> Result<(Cow<'_, str>, JsonPayload<'_>), DecodeError> {
+        let envelope: Envelope<'_> = match frame {
+            Input::Text(text) => serde_json::from_str(text),
+            Input::Binary(bytes) => serde_json::from_slice(bytes),
+        }
+        .map_err(DecodeError::frame)?;
         let payload = envelope.payload.unwrap_or_else(|| null());
         Ok((envelope.event, JsonPayload(payload)))
     }

@@ -30,10 +30,59 @@ pub trait Codec: Send + Sync + 'static {
     type Payload<'a>: PayloadDecoder<Error = DecodeError> + Copy;
 
     /// Reads one frame's envelope: the wire name and the undecoded payload.
-    fn decode_frame(bytes: &[u8]) -> Result<(Cow<'_, str>, Self::Payload<'_>), DecodeError>;
+    fn decode_frame(frame: Input<'_>) -> Result<(Cow<'_, str>, Self::Payload<'_>), DecodeError>;
 
     /// Encodes one message from its wire name and payload.
     fn encode<P: Serialize + ?Sized>(name: &str, payload: &P) -> Result<Bytes, EncodeError>;
+}
+
+/// One inbound frame as a codec reads it. Text frames come already checked
+/// as UTF-8 by the transport, so a text codec need not check them again.
+#[derive(Debug, Clone, Copy)]
+pub enum Input<'a> {
+    /// A text frame.
+    Text(&'a str),
+    /// A binary frame.
+    Binary(&'a [u8]),
+}
+
+/// An inbound frame as a transport hands it over, owning its bytes.
+#[derive(Debug, Clone)]
+pub(crate) enum InFrame {
+    /// A text frame, UTF-8 checked by the transport.
+    Text(Text),
+    /// A binary frame.
+    Binary(Bytes),
+}
+
+/// The text of a frame, checked as UTF-8 once, by the transport.
+#[cfg(feature = "ws")]
+pub(crate) type Text = axum::extract::ws::Utf8Bytes;
+/// The text of a frame, checked as UTF-8 once, by the transport.
+#[cfg(not(feature = "ws"))]
+pub(crate) type Text = String;
+
+impl InFrame {
+    /// A text frame of static text, without copying it where the transport's
+    /// text type allows.
+    pub(crate) fn from_static(text: &'static str) -> Self {
+        #[cfg(feature = "ws")]
+        let text = Text::from_static(text);
+        #[cfg(not(feature = "ws"))]
+        let text = Text::from(text);
+        Self::Text(text)
+    }
+
+    pub(crate) fn input(&self) -> Input<'_> {
+        match self {
+            Self::Text(text) => Input::Text(text.as_str()),
+            Self::Binary(bytes) => Input::Binary(bytes),
+        }
+    }
+
+    pub(crate) fn is_text(&self) -> bool {
+        matches!(self, Self::Text(_))
+    }
 }
 
 /// The wire format of a connection.
@@ -90,9 +139,9 @@ impl CodecKind {
     }
 
     /// Reads the envelope of one inbound frame, leaving the payload undecoded.
-    pub(crate) fn decode_frame(self, bytes: &[u8]) -> Result<RawFrame<'_>, DecodeError> {
+    pub(crate) fn decode_frame(self, frame: Input<'_>) -> Result<RawFrame<'_>, DecodeError> {
         match self {
-            Self::Json => JsonCodec::decode_frame(bytes).map(|(event, payload)| RawFrame {
+            Self::Json => JsonCodec::decode_frame(frame).map(|(event, payload)| RawFrame {
                 event,
                 payload: RawPayload::Json(payload),
             }),
