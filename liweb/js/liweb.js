@@ -24,7 +24,8 @@ function resolveUrl(url) {
  * Realtime event client for a liweb server.
  *
  * Local events: `open` (null), `close` ({code, reason}),
- * `state` ("connecting" | "open" | "closed"). Every other event name,
+ * `state` ("connecting" | "open" | "reconnecting" | "closed"; "reconnecting"
+ * lasts from an unexpected close until the socket is open again). Every other event name,
  * including `error`, comes from the server.
  */
 export class LiwebClient {
@@ -45,7 +46,7 @@ export class LiwebClient {
     this._waiters = []; // pending connect() promises: {resolve, reject}
   }
 
-  /** Current state: "connecting" | "open" | "closed". */
+  /** Current state: "connecting" | "open" | "reconnecting" | "closed". */
   get state() {
     return this._state;
   }
@@ -166,7 +167,9 @@ export class LiwebClient {
 
   _open() {
     this._timer = null;
-    this._setState("connecting");
+    // Between retries the client stays "reconnecting" rather than flipping
+    // between "connecting" and "closed" on every attempt.
+    if (this._state !== "reconnecting") this._setState("connecting");
     const ws = new WebSocket(this.url);
     this._ws = ws;
 
@@ -196,9 +199,10 @@ export class LiwebClient {
     ws.onclose = (e) => {
       if (this._ws !== ws) return;
       this._ws = null;
-      this._setState("closed");
+      const retry = !this._stopped && this.options.reconnect;
+      this._setState(retry ? "reconnecting" : "closed");
       this._dispatch("close", { code: e.code, reason: e.reason });
-      if (!this._stopped && this.options.reconnect) this._schedule();
+      if (retry) this._schedule();
       else this._settle(new Error(`liweb: connection closed (${e.code})`));
     };
   }
