@@ -169,6 +169,26 @@ impl Recorder {
     }
 }
 
+impl Recorder {
+    /// Waits for the `on_disconnect` of `id` and returns its reason.
+    pub async fn disconnected(&self, id: ConnId) -> DisconnectReason {
+        let records = self
+            .wait_until("on_disconnect", |records| {
+                records
+                    .iter()
+                    .any(|r| matches!(r, Record::Disconnected(d, _) if *d == id))
+            })
+            .await;
+        records
+            .into_iter()
+            .find_map(|r| match r {
+                Record::Disconnected(d, reason) if d == id => Some(reason),
+                _ => None,
+            })
+            .expect("found by `wait_until`")
+    }
+}
+
 /// The test server type.
 pub type TestServer = Server<TestIn, TestOut>;
 

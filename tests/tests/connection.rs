@@ -163,18 +163,10 @@ async fn c7_server_close_code_and_reason_reach_the_client() {
         }
         other => panic!("expected a close frame, got {other:?}"),
     }
-    let records = running
-        .recorder
-        .wait_until("on_disconnect", |records| {
-            records
-                .iter()
-                .any(|r| matches!(r, Record::Disconnected(..)))
-        })
-        .await;
-    assert!(records.contains(&Record::Disconnected(
-        id,
+    assert_eq!(
+        running.recorder.disconnected(id).await,
         DisconnectReason::ServerClosed(CloseCode::Other(4321))
-    )));
+    );
 }
 
 #[tokio::test]

@@ -175,18 +175,10 @@ async fn m5_frame_over_the_limit_closes_with_the_too_large_code() {
         Incoming::Closed(Some((code, _))) => assert_eq!(code, CloseCode::TooLarge),
         other => panic!("expected a 1009 close, got {other:?}"),
     }
-    let records = running
-        .recorder
-        .wait_until("on_disconnect", |records| {
-            records
-                .iter()
-                .any(|r| matches!(r, Record::Disconnected(..)))
-        })
-        .await;
-    assert!(records.contains(&Record::Disconnected(
-        id,
+    assert_eq!(
+        running.recorder.disconnected(id).await,
         DisconnectReason::ServerClosed(CloseCode::TooLarge)
-    )));
+    );
     // The server still serves others.
     let (mut other, _) = running.client().await;
     fence(&mut other, "server alive").await;
