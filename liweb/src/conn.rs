@@ -26,6 +26,7 @@ use crate::{
     event::Events,
     protocol::{CloseCode, ERROR_EVENT, ErrorCode, ErrorPayload},
     server::Server,
+    state::RoomKey,
 };
 
 /// The id of a connection: a random (v4) UUID, serialized as its string form.
@@ -204,9 +205,18 @@ pub(crate) struct ConnInner {
     /// how long it waits for the peer to answer it.
     close_requested: CancellationToken,
     data: RwLock<http::Extensions>,
+    /// The rooms this connection is in: the other half of each room's
+    /// member index, so a connection that ends leaves them all at once.
+    rooms: std::sync::Mutex<Vec<RoomKey>>,
 }
 
 impl ConnInner {
+    pub(crate) fn rooms(&self) -> std::sync::MutexGuard<'_, Vec<RoomKey>> {
+        self.rooms
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
     fn send_frame(&self, frame: Frame) -> Result<(), EmitError> {
         if self.closing.load(Ordering::Acquire) {
             return Err(EmitError::Closed);
@@ -308,6 +318,16 @@ impl<Out: Events> Conn<Out> {
     /// Whether the connection is closed or closing.
     pub fn is_closed(&self) -> bool {
         self.inner.closing.load(Ordering::Acquire)
+    }
+
+    /// The rooms this connection is in.
+    pub fn rooms(&self) -> Vec<RoomKey> {
+        self.inner.rooms().clone()
+    }
+
+    /// How many rooms this connection is in.
+    pub fn room_count(&self) -> usize {
+        self.inner.rooms().len()
     }
 
     /// Bytes queued for this connection and not yet written.
@@ -413,6 +433,7 @@ impl<Out: Events> Conn<Out> {
                 close_code: std::sync::OnceLock::new(),
                 close_requested: CancellationToken::new(),
                 data: RwLock::new(http::Extensions::new()),
+                rooms: std::sync::Mutex::new(Vec::new()),
             }),
             _out: std::marker::PhantomData,
         }
@@ -530,6 +551,7 @@ pub(crate) async fn run<In, Out, R, W>(
         let _ = writer.await;
     }
     server.unregister(conn.id());
+    server.inner.rooms.leave_all(&conn).await;
     let reason = match conn.inner.close_code.get() {
         Some(&code) => DisconnectReason::ServerClosed(code),
         None => {

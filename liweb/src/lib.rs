@@ -109,7 +109,11 @@ mod extract;
 mod handler;
 mod hooks;
 mod protocol;
+mod room;
 mod server;
+
+pub mod presence;
+pub mod state;
 
 #[cfg(feature = "ws")]
 mod ws;
@@ -129,6 +133,7 @@ pub use crate::handler::{
 };
 pub use crate::hooks::ErrorReport;
 pub use crate::protocol::{CloseCode, ErrorCode, ErrorPayload};
+pub use crate::room::{Channel, Room, Rooms};
 pub use crate::server::{Config, Server, ServerBuilder};
 
 /// Derives [`Events`] for an enum of events; see the [crate docs](crate).

@@ -2,8 +2,18 @@
 
 use serde::{Deserialize, Serialize};
 
-/// Event names liweb reserves; `#[derive(Events)]` rejects them.
+/// The server's answer to bad input.
 pub(crate) const ERROR_EVENT: &str = "error";
+/// A change of a synced room's state.
+pub(crate) const STATE_PATCH: &str = "state:patch";
+/// The whole state of a synced room, sent to a joiner.
+pub(crate) const STATE_SNAPSHOT: &str = "state:snapshot";
+/// Someone's presence in a room went online.
+pub(crate) const PRESENCE_JOIN: &str = "presence:join";
+/// Someone's presence in a room went offline.
+pub(crate) const PRESENCE_LEAVE: &str = "presence:leave";
+/// Someone's presence in a room changed (activity, connections).
+pub(crate) const PRESENCE_UPDATE: &str = "presence:update";
 
 /// Why the server closed a connection, sent as the WebSocket close code.
 ///

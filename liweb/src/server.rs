@@ -11,14 +11,17 @@ use std::{
 use futures_util::FutureExt;
 
 use crate::{
-    codec::{CodecKind, Frame, InFrame},
+    codec::{CodecKind, EncodeOnce, InFrame},
     conn::{Conn, ConnId, DisconnectReason},
     error::{EncodeError, HandlerError, panic_message},
     event::Events,
     extract,
     handler::{BoxHook, Call, DynHandler, Handler, HandlerList, Hook, IntoHandler, box_hook},
     hooks::ErrorReport,
+    presence::{MemoryPresence, PresenceStore},
     protocol::ErrorCode,
+    room::{Channel, Registry, Room, Rooms},
+    state::{MemoryStore, StateStore},
 };
 
 /// Limits and timeouts of a server. Set through [`ServerBuilder`].
@@ -63,6 +66,7 @@ pub(crate) struct Inner<In, Out> {
     on_connect: Vec<BoxHook<In, Out>>,
     on_disconnect: Vec<BoxHook<In, Out>>,
     on_error: Option<ErrorHook<Out>>,
+    pub(crate) rooms: Arc<Registry<Out>>,
     pub(crate) config: Config,
 }
 
@@ -108,6 +112,17 @@ impl<In: Events, Out: Events> Server<In, Out> {
         self.inner.states.get::<T>().cloned()
     }
 
+    /// The channel `name`, a namespace of rooms: `server.channel("chat").room("general")`.
+    pub fn channel(&self, name: &str) -> Channel<Out> {
+        Channel::new(Arc::clone(&self.inner.rooms), name)
+    }
+
+    /// Several rooms at once, for an emit that reaches each connection in any
+    /// of them exactly once: `server.to([&lobby, &game]).emit(event)`.
+    pub fn to<'a>(&self, rooms: impl IntoIterator<Item = &'a Room<Out>>) -> Rooms<Out> {
+        Rooms::new(rooms.into_iter().cloned().collect())
+    }
+
     /// How many connections are open.
     pub fn connection_count(&self) -> usize {
         self.read_conns().len()
@@ -149,7 +164,7 @@ impl<In: Events, Out: Events> Server<In, Out> {
         event: &Out,
         predicate: impl Fn(&Conn<Out>) -> bool,
     ) -> Result<usize, EncodeError> {
-        let mut frames = EncodeOnce::new(event);
+        let mut frames = EncodeOnce::new(|codec| codec.encode(event));
         let mut sent = 0;
         for conn in self.read_conns().values() {
             if predicate(conn) {
@@ -321,29 +336,6 @@ impl<In: Events, Out: Events> Server<In, Out> {
     }
 }
 
-/// Serializes a broadcast once per codec, on first need.
-struct EncodeOnce<'a, E> {
-    event: &'a E,
-    frames: [Option<Frame>; CodecKind::COUNT],
-}
-
-impl<'a, E: Events> EncodeOnce<'a, E> {
-    fn new(event: &'a E) -> Self {
-        Self {
-            event,
-            frames: Default::default(),
-        }
-    }
-
-    fn get(&mut self, codec: CodecKind) -> Result<&Frame, EncodeError> {
-        let slot = &mut self.frames[codec.slot()];
-        if slot.is_none() {
-            *slot = Some(codec.encode(self.event)?);
-        }
-        Ok(slot.as_ref().expect("filled above"))
-    }
-}
-
 /// Builds a [`Server`]: handlers, state, hooks and limits.
 pub struct ServerBuilder<In, Out> {
     table: Vec<Vec<Box<dyn DynHandler<In, Out>>>>,
@@ -351,6 +343,9 @@ pub struct ServerBuilder<In, Out> {
     on_connect: Vec<BoxHook<In, Out>>,
     on_disconnect: Vec<BoxHook<In, Out>>,
     on_error: Option<ErrorHook<Out>>,
+    state_store: Option<Arc<dyn StateStore>>,
+    presence_store: Option<Arc<dyn PresenceStore>>,
+    presence_ttl: Duration,
     config: Config,
 }
 
@@ -370,6 +365,9 @@ impl<In: Events, Out: Events> ServerBuilder<In, Out> {
             on_connect: Vec::new(),
             on_disconnect: Vec::new(),
             on_error: None,
+            state_store: None,
+            presence_store: None,
+            presence_ttl: Duration::from_secs(5 * 60),
             config: Config::default(),
         }
     }
@@ -421,6 +419,25 @@ impl<In: Events, Out: Events> ServerBuilder<In, Out> {
         self
     }
 
+    /// Where room state lives; an in-memory [`MemoryStore`] by default.
+    pub fn state_store(mut self, store: Arc<dyn StateStore>) -> Self {
+        self.state_store = Some(store);
+        self
+    }
+
+    /// Where room presence lives; an in-memory [`MemoryPresence`] by default.
+    pub fn presence_store(mut self, store: Arc<dyn PresenceStore>) -> Self {
+        self.presence_store = Some(store);
+        self
+    }
+
+    /// How long an offline presence record is kept (default 5 minutes); used
+    /// by the default presence store.
+    pub fn presence_ttl(mut self, ttl: Duration) -> Self {
+        self.presence_ttl = ttl;
+        self
+    }
+
     /// The largest inbound frame in bytes; see [`Config::max_frame_size`].
     pub fn max_frame_size(mut self, bytes: usize) -> Self {
         self.config.max_frame_size = bytes;
@@ -455,6 +472,12 @@ impl<In: Events, Out: Events> ServerBuilder<In, Out> {
                 on_connect: self.on_connect,
                 on_disconnect: self.on_disconnect,
                 on_error: self.on_error,
+                rooms: Registry::new(
+                    self.state_store
+                        .unwrap_or_else(|| Arc::new(MemoryStore::default())),
+                    self.presence_store
+                        .unwrap_or_else(|| Arc::new(MemoryPresence::new(self.presence_ttl))),
+                ),
                 config: self.config,
             }),
         }

@@ -4,7 +4,16 @@ use super::ast::{Container, Shape};
 use crate::ctxt::Ctxt;
 
 /// Names liweb's own protocol uses; an application event may not take them.
-const RESERVED: &[&str] = &["error", "auth:success", "auth:error"];
+const RESERVED: &[&str] = &[
+    "error",
+    "auth:success",
+    "auth:error",
+    "state:patch",
+    "state:snapshot",
+    "presence:join",
+    "presence:leave",
+    "presence:update",
+];
 
 pub(crate) fn check(cx: &mut Ctxt, container: &Container<'_>) {
     if !container.generics.params.is_empty() || container.generics.where_clause.is_some() {

@@ -194,3 +194,29 @@ impl Frame {
         &self.bytes
     }
 }
+
+/// Encodes one outbound message at most once per codec, on first need: a
+/// broadcast to connections of several codecs serializes once for each codec
+/// in use, never once per connection.
+pub(crate) struct EncodeOnce<F> {
+    encode: F,
+    frames: [Option<Frame>; CodecKind::COUNT],
+}
+
+impl<F: FnMut(CodecKind) -> Result<Frame, EncodeError>> EncodeOnce<F> {
+    pub(crate) fn new(encode: F) -> Self {
+        Self {
+            encode,
+            frames: Default::default(),
+        }
+    }
+
+    /// The message in `codec`'s format.
+    pub(crate) fn get(&mut self, codec: CodecKind) -> Result<&Frame, EncodeError> {
+        let slot = &mut self.frames[codec.slot()];
+        if slot.is_none() {
+            *slot = Some((self.encode)(codec)?);
+        }
+        Ok(slot.as_ref().expect("filled above"))
+    }
+}
