@@ -111,6 +111,8 @@ pub enum ErrorCode {
     BadPayload,
     /// A binary frame reached a connection that speaks a text codec.
     UnsupportedFrame,
+    /// A room's join guard refused the connection, or did not answer in time.
+    JoinRejected,
 }
 
 /// The payload of the reserved `error` event:

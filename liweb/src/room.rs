@@ -24,13 +24,58 @@ use crate::{
     error::{EmitError, EncodeError},
     event::Events,
     presence::{PresenceChange, PresenceKey, PresenceRecord, PresenceStore, now_ms},
-    protocol::{PRESENCE_JOIN, PRESENCE_LEAVE, PRESENCE_UPDATE, STATE_PATCH, STATE_SNAPSHOT},
+    protocol::{
+        ErrorCode, PRESENCE_JOIN, PRESENCE_LEAVE, PRESENCE_UPDATE, STATE_PATCH, STATE_SNAPSHOT,
+    },
     state::{ChangeListener, RoomKey, RoomState, StatePatch, StateStore},
 };
+
+/// Why a join guard refused a connection; the reason reaches the client in
+/// an `error` event (`join_rejected`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{reason}")]
+pub struct JoinRejected {
+    reason: String,
+}
+
+impl JoinRejected {
+    /// A refusal with a reason the client may read.
+    pub fn new(reason: impl Into<String>) -> Self {
+        Self {
+            reason: reason.into(),
+        }
+    }
+
+    /// The reason.
+    pub fn reason(&self) -> &str {
+        &self.reason
+    }
+}
+
+/// Why [`Room::join`] did not add a connection.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum JoinError {
+    /// The channel's join guard refused.
+    #[error("join refused: {0}")]
+    Rejected(JoinRejected),
+    /// The channel's join guard did not answer in time.
+    #[error("join guard timed out")]
+    TimedOut,
+}
+
+/// A channel's join guard, as the registry stores it.
+pub(crate) type JoinGuard<Out> = Arc<
+    dyn Fn(Conn<Out>, RoomKey) -> crate::state::BoxFuture<'static, Result<(), JoinRejected>>
+        + Send
+        + Sync,
+>;
 
 /// Every room of a server, and the stores behind their state and presence.
 pub(crate) struct Registry<Out> {
     rooms: RwLock<HashMap<RoomKey, Arc<RoomInner<Out>>>>,
+    guards: HashMap<Arc<str>, JoinGuard<Out>>,
+    guard_timeout: std::time::Duration,
     pub(crate) state: Arc<dyn StateStore>,
     pub(crate) presence: Arc<dyn PresenceStore>,
     /// Given to each room's [`RoomState`] so changes reach synced members.
@@ -98,7 +143,12 @@ impl<Out: Events> RoomInner<Out> {
 }
 
 impl<Out: Events> Registry<Out> {
-    pub(crate) fn new(state: Arc<dyn StateStore>, presence: Arc<dyn PresenceStore>) -> Arc<Self> {
+    pub(crate) fn new(
+        state: Arc<dyn StateStore>,
+        presence: Arc<dyn PresenceStore>,
+        guards: HashMap<Arc<str>, JoinGuard<Out>>,
+        guard_timeout: std::time::Duration,
+    ) -> Arc<Self> {
         Arc::new_cyclic(|weak: &Weak<Self>| {
             let weak = weak.clone();
             let on_change: ChangeListener = Arc::new(move |key: &RoomKey, patch: &StatePatch| {
@@ -108,6 +158,8 @@ impl<Out: Events> Registry<Out> {
             });
             Self {
                 rooms: RwLock::new(HashMap::new()),
+                guards,
+                guard_timeout,
                 state,
                 presence,
                 on_change,
@@ -319,7 +371,9 @@ impl<Out: Events> Channel<Out> {
 /// #[liweb::handler(In::Join)]
 /// async fn join(conn: Conn<Out>, server: Server<In, Out>, room: String) -> Result<(), liweb::EncodeError> {
 ///     let room = server.channel("chat").room(&room);
-///     room.join(&conn).await;
+///     if room.join(&conn).await.is_err() {
+///         return Ok(()); // a join guard refused; the client got an `error` event
+///     }
 ///     room.emit(Out::Joined(conn.id().to_string()))?; // only `Out` compiles
 ///     Ok(())
 /// }
@@ -362,16 +416,35 @@ impl<Out: Events> Room<Out> {
         }
     }
 
-    /// Adds a connection to the room; `false` if it was already a member (or
-    /// has closed). Marks its presence online; with presence events on, the
-    /// other members get `presence:join`; with state sync on, the joiner gets
-    /// `state:snapshot`.
-    pub async fn join(&self, conn: &Conn<Out>) -> bool {
+    /// Adds a connection to the room; `Ok(false)` if it was already a member
+    /// (or has closed). Marks its presence online; with presence events on,
+    /// the other members get `presence:join`; with state sync on, the joiner
+    /// gets `state:snapshot`.
+    ///
+    /// When the channel has a join guard (see
+    /// [`ServerBuilder::join_guard`](crate::ServerBuilder::join_guard)), it
+    /// runs first; a refusal or a guard that does not answer in time leaves
+    /// the connection out of the room, sends it an `error` event
+    /// (`join_rejected`) and returns the error. The connection stays open.
+    pub async fn join(&self, conn: &Conn<Out>) -> Result<bool, JoinError> {
+        if self.has(conn.id()) || conn.is_closed() {
+            return Ok(false);
+        }
+        if let Some(guard) = self.registry.guards.get(self.inner.key.channel()) {
+            if let Err(err) = self.run_guard(guard, conn).await {
+                conn.send_error(
+                    ErrorCode::JoinRejected,
+                    format!("cannot join `{}`: {err}", self.inner.key),
+                    None,
+                );
+                return Err(err);
+            }
+        }
         let room = self.live();
         {
             let mut members = room.members_mut();
             if conn.is_closed() || members.contains_key(&conn.id()) {
-                return false;
+                return Ok(false);
             }
             members.insert(conn.id(), conn.clone());
             conn.inner.rooms().push(room.key.clone());
@@ -380,7 +453,7 @@ impl<Out: Events> Room<Out> {
         // undo, so no membership outlives it.
         if conn.is_closed() {
             self.registry.leave_room(&room, conn);
-            return false;
+            return Ok(false);
         }
         let change =
             self.registry
@@ -402,7 +475,34 @@ impl<Out: Events> Room<Out> {
                 }
             }
         }
-        true
+        Ok(true)
+    }
+
+    async fn run_guard(&self, guard: &JoinGuard<Out>, conn: &Conn<Out>) -> Result<(), JoinError> {
+        let key = self.inner.key.clone();
+        let checked =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| guard(conn.clone(), key)));
+        let future = match checked {
+            Ok(future) => future,
+            Err(_) => {
+                return Err(JoinError::Rejected(JoinRejected::new(
+                    "the join guard failed",
+                )));
+            }
+        };
+        match tokio::time::timeout(
+            self.registry.guard_timeout,
+            futures_util::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(future)),
+        )
+        .await
+        {
+            Ok(Ok(Ok(()))) => Ok(()),
+            Ok(Ok(Err(rejected))) => Err(JoinError::Rejected(rejected)),
+            Ok(Err(_panic)) => Err(JoinError::Rejected(JoinRejected::new(
+                "the join guard failed",
+            ))),
+            Err(_elapsed) => Err(JoinError::TimedOut),
+        }
     }
 
     /// Removes a connection from the room; `false` if it was not a member.

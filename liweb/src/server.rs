@@ -20,8 +20,8 @@ use crate::{
     hooks::ErrorReport,
     presence::{MemoryPresence, PresenceStore},
     protocol::ErrorCode,
-    room::{Channel, Registry, Room, Rooms},
-    state::{MemoryStore, StateStore},
+    room::{Channel, JoinGuard, JoinRejected, Registry, Room, Rooms},
+    state::{MemoryStore, RoomKey, StateStore},
 };
 
 /// Limits and timeouts of a server. Set through [`ServerBuilder`].
@@ -346,6 +346,8 @@ pub struct ServerBuilder<In, Out> {
     state_store: Option<Arc<dyn StateStore>>,
     presence_store: Option<Arc<dyn PresenceStore>>,
     presence_ttl: Duration,
+    join_guards: HashMap<Arc<str>, JoinGuard<Out>>,
+    join_guard_timeout: Duration,
     config: Config,
 }
 
@@ -368,6 +370,8 @@ impl<In: Events, Out: Events> ServerBuilder<In, Out> {
             state_store: None,
             presence_store: None,
             presence_ttl: Duration::from_secs(5 * 60),
+            join_guards: HashMap::new(),
+            join_guard_timeout: Duration::from_secs(5),
             config: Config::default(),
         }
     }
@@ -438,6 +442,27 @@ impl<In: Events, Out: Events> ServerBuilder<In, Out> {
         self
     }
 
+    /// Checks every join of a room of `channel`: the guard gets the
+    /// connection and the room and answers `Ok(())` or a [`JoinRejected`]
+    /// whose reason the client receives. One guard per channel; a second
+    /// replaces the first.
+    pub fn join_guard<F, Fut>(mut self, channel: &str, guard: F) -> Self
+    where
+        F: Fn(Conn<Out>, RoomKey) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Result<(), JoinRejected>> + Send + 'static,
+    {
+        let guard: JoinGuard<Out> = Arc::new(move |conn, room| Box::pin(guard(conn, room)));
+        self.join_guards.insert(Arc::from(channel), guard);
+        self
+    }
+
+    /// How long a join guard may take before the join fails with
+    /// [`JoinError::TimedOut`](crate::JoinError::TimedOut) (default 5 s).
+    pub fn join_guard_timeout(mut self, timeout: Duration) -> Self {
+        self.join_guard_timeout = timeout;
+        self
+    }
+
     /// The largest inbound frame in bytes; see [`Config::max_frame_size`].
     pub fn max_frame_size(mut self, bytes: usize) -> Self {
         self.config.max_frame_size = bytes;
@@ -477,6 +502,8 @@ impl<In: Events, Out: Events> ServerBuilder<In, Out> {
                         .unwrap_or_else(|| Arc::new(MemoryStore::default())),
                     self.presence_store
                         .unwrap_or_else(|| Arc::new(MemoryPresence::new(self.presence_ttl))),
+                    self.join_guards,
+                    self.join_guard_timeout,
                 ),
                 config: self.config,
             }),

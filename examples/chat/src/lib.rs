@@ -159,7 +159,7 @@ async fn join_room(
     reply: bool,
 ) -> Result<(), liweb::EncodeError> {
     let name = room.key().room().to_owned();
-    if room.join(conn).await {
+    if room.join(conn).await == Ok(true) {
         room.emit_except(
             conn.id(),
             ChatOut::UserJoined {
