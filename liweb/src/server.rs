@@ -488,8 +488,15 @@ impl<In: Events, Out: Events> ServerBuilder<In, Out> {
     }
 
     /// Finishes the server.
+    ///
+    /// Inside a tokio runtime this also starts one task that expires offline
+    /// presence records every `presence_ttl` (at most every minute); it ends
+    /// when the last handle to the server is dropped.
     pub fn build(self) -> Server<In, Out> {
-        Server {
+        let sweep_every = self
+            .presence_ttl
+            .clamp(Duration::from_millis(100), Duration::from_secs(60));
+        let server = Server {
             inner: Arc::new(Inner {
                 table: self.table.into_iter().map(Vec::into_boxed_slice).collect(),
                 states: self.states,
@@ -507,7 +514,24 @@ impl<In: Events, Out: Events> ServerBuilder<In, Out> {
                 ),
                 config: self.config,
             }),
+        };
+        if tokio::runtime::Handle::try_current().is_ok() {
+            tokio::spawn(sweep_presence(Arc::downgrade(&server.inner.rooms), sweep_every));
         }
+        server
+    }
+}
+
+/// Expires offline presence records of rooms nobody reads, so they do not
+/// pile up; stops once the server is gone.
+async fn sweep_presence<Out: Events>(registry: std::sync::Weak<Registry<Out>>, every: Duration) {
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticks.tick().await;
+    loop {
+        ticks.tick().await;
+        let Some(registry) = registry.upgrade() else { return };
+        registry.presence.sweep(crate::presence::now_ms());
     }
 }
 
