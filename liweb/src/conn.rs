@@ -346,6 +346,15 @@ impl<Out: Events> Conn<Out> {
             .insert(value)
     }
 
+    /// Removes and returns the connection's data of type `T`.
+    pub fn remove_data<T: Clone + Send + Sync + 'static>(&self) -> Option<T> {
+        self.inner
+            .data
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .remove::<T>()
+    }
+
     /// A copy of the connection's data of type `T`, if set.
     pub fn data<T: Clone + Send + Sync + 'static>(&self) -> Option<T> {
         self.inner

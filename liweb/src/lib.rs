@@ -133,7 +133,7 @@ pub use crate::handler::{
 };
 pub use crate::hooks::ErrorReport;
 pub use crate::protocol::{CloseCode, ErrorCode, ErrorPayload};
-pub use crate::room::{Channel, JoinError, JoinRejected, Room, Rooms};
+pub use crate::room::{Channel, JoinError, JoinRejected, Room, RoomDefaults, Rooms};
 pub use crate::server::{Config, Server, ServerBuilder};
 
 /// Derives [`Events`] for an enum of events; see the [crate docs](crate).

@@ -12,6 +12,8 @@ pub(crate) const STATE_SNAPSHOT: &str = "state:snapshot";
 pub(crate) const PRESENCE_JOIN: &str = "presence:join";
 /// Someone's presence in a room went offline.
 pub(crate) const PRESENCE_LEAVE: &str = "presence:leave";
+/// Everyone's presence in a room, sent to a joiner.
+pub(crate) const PRESENCE_SNAPSHOT: &str = "presence:snapshot";
 /// Someone's presence in a room changed (activity, connections).
 pub(crate) const PRESENCE_UPDATE: &str = "presence:update";
 

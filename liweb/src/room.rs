@@ -25,7 +25,8 @@ use crate::{
     event::Events,
     presence::{PresenceChange, PresenceKey, PresenceRecord, PresenceStore, now_ms},
     protocol::{
-        ErrorCode, PRESENCE_JOIN, PRESENCE_LEAVE, PRESENCE_UPDATE, STATE_PATCH, STATE_SNAPSHOT,
+        ErrorCode, PRESENCE_JOIN, PRESENCE_LEAVE, PRESENCE_SNAPSHOT, PRESENCE_UPDATE, STATE_PATCH,
+        STATE_SNAPSHOT,
     },
     state::{ChangeListener, RoomKey, RoomState, StatePatch, StateStore},
 };
@@ -64,6 +65,40 @@ pub enum JoinError {
     TimedOut,
 }
 
+/// What a new room of a channel starts with; see
+/// [`ServerBuilder::channel_defaults`](crate::ServerBuilder::channel_defaults).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RoomDefaults {
+    /// State sync on: members get `state:patch`, joiners `state:snapshot`.
+    pub sync: bool,
+    /// Presence events on: members get `presence:join/leave/update` about the
+    /// others, joiners `presence:snapshot`.
+    pub presence_events: bool,
+}
+
+impl RoomDefaults {
+    /// Both off (the default).
+    pub const fn new() -> Self {
+        Self {
+            sync: false,
+            presence_events: false,
+        }
+    }
+
+    /// With state sync on or off.
+    pub const fn sync(mut self, on: bool) -> Self {
+        self.sync = on;
+        self
+    }
+
+    /// With presence events on or off.
+    pub const fn presence_events(mut self, on: bool) -> Self {
+        self.presence_events = on;
+        self
+    }
+}
+
 /// A channel's join guard, as the registry stores it.
 pub(crate) type JoinGuard<Out> = Arc<
     dyn Fn(Conn<Out>, RoomKey) -> crate::state::BoxFuture<'static, Result<(), JoinRejected>>
@@ -76,6 +111,7 @@ pub(crate) struct Registry<Out> {
     rooms: RwLock<HashMap<RoomKey, Arc<RoomInner<Out>>>>,
     guards: HashMap<Arc<str>, JoinGuard<Out>>,
     guard_timeout: std::time::Duration,
+    defaults: HashMap<Arc<str>, RoomDefaults>,
     pub(crate) state: Arc<dyn StateStore>,
     pub(crate) presence: Arc<dyn PresenceStore>,
     /// Given to each room's [`RoomState`] so changes reach synced members.
@@ -148,6 +184,7 @@ impl<Out: Events> Registry<Out> {
         presence: Arc<dyn PresenceStore>,
         guards: HashMap<Arc<str>, JoinGuard<Out>>,
         guard_timeout: std::time::Duration,
+        defaults: HashMap<Arc<str>, RoomDefaults>,
     ) -> Arc<Self> {
         Arc::new_cyclic(|weak: &Weak<Self>| {
             let weak = weak.clone();
@@ -160,6 +197,7 @@ impl<Out: Events> Registry<Out> {
                 rooms: RwLock::new(HashMap::new()),
                 guards,
                 guard_timeout,
+                defaults,
                 state,
                 presence,
                 on_change,
@@ -187,11 +225,15 @@ impl<Out: Events> Registry<Out> {
         if let Some(room) = self.get(key) {
             return room;
         }
-        Arc::clone(
-            self.rooms_mut()
-                .entry(key.clone())
-                .or_insert_with(|| Arc::new(RoomInner::new(key.clone()))),
-        )
+        Arc::clone(self.rooms_mut().entry(key.clone()).or_insert_with(|| {
+            let room = RoomInner::new(key.clone());
+            if let Some(defaults) = self.defaults.get(key.channel()) {
+                room.sync.store(defaults.sync, Ordering::Release);
+                room.presence_events
+                    .store(defaults.presence_events, Ordering::Release);
+            }
+            Arc::new(room)
+        }))
     }
 
     fn state_changed(&self, key: &RoomKey, patch: &StatePatch) {
@@ -264,6 +306,13 @@ struct SnapshotPayload<'a> {
     channel: &'a str,
     room: &'a str,
     state: &'a serde_json::Map<String, serde_json::Value>,
+}
+
+#[derive(Serialize)]
+struct PresenceSnapshotPayload<'a> {
+    channel: &'a str,
+    room: &'a str,
+    presence: &'a [PresenceRecord],
 }
 
 #[derive(Serialize)]
@@ -460,6 +509,15 @@ impl<Out: Events> Room<Out> {
                 .presence
                 .join(&room.key, &presence_key(conn), conn.id(), now_ms());
         self.registry.announce(&room, change, Some(conn.id()));
+        if room.presence_events.load(Ordering::Acquire) {
+            let records = self.registry.presence.list(&room.key, now_ms());
+            let payload = PresenceSnapshotPayload {
+                channel: room.key.channel(),
+                room: room.key.room(),
+                presence: &records,
+            };
+            room.send_reserved(PRESENCE_SNAPSHOT, &payload, |id| id == conn.id());
+        }
         if room.sync.load(Ordering::Acquire) {
             match self.registry.state.snapshot(&room.key).await {
                 Ok(state) => {
@@ -558,13 +616,16 @@ impl<Out: Events> Room<Out> {
     }
 
     /// Turns state sync on or off: when on, members receive each state change
-    /// as a `state:patch` event and joiners a `state:snapshot`.
+    /// as a `state:patch` event and joiners a `state:snapshot`. To have it on
+    /// from a room's first join, set it for the whole channel with
+    /// [`ServerBuilder::channel_defaults`](crate::ServerBuilder::channel_defaults).
     pub fn set_sync(&self, on: bool) {
         self.live().sync.store(on, Ordering::Release);
     }
 
     /// Turns presence events on or off: when on, members receive
-    /// `presence:join`, `presence:leave` and `presence:update` about the others.
+    /// `presence:join`, `presence:leave` and `presence:update` about the
+    /// others, and joiners a `presence:snapshot` of everyone's presence.
     pub fn set_presence_events(&self, on: bool) {
         self.live().presence_events.store(on, Ordering::Release);
     }

@@ -20,7 +20,7 @@ use crate::{
     hooks::ErrorReport,
     presence::{MemoryPresence, PresenceStore},
     protocol::ErrorCode,
-    room::{Channel, JoinGuard, JoinRejected, Registry, Room, Rooms},
+    room::{Channel, JoinGuard, JoinRejected, Registry, Room, RoomDefaults, Rooms},
     state::{MemoryStore, RoomKey, StateStore},
 };
 
@@ -348,6 +348,7 @@ pub struct ServerBuilder<In, Out> {
     presence_ttl: Duration,
     join_guards: HashMap<Arc<str>, JoinGuard<Out>>,
     join_guard_timeout: Duration,
+    channel_defaults: HashMap<Arc<str>, RoomDefaults>,
     config: Config,
 }
 
@@ -372,6 +373,7 @@ impl<In: Events, Out: Events> ServerBuilder<In, Out> {
             presence_ttl: Duration::from_secs(5 * 60),
             join_guards: HashMap::new(),
             join_guard_timeout: Duration::from_secs(5),
+            channel_defaults: HashMap::new(),
             config: Config::default(),
         }
     }
@@ -456,6 +458,24 @@ impl<In: Events, Out: Events> ServerBuilder<In, Out> {
         self
     }
 
+    /// What new rooms of `channel` start with: state sync and presence
+    /// events on from the first join, so no early joiner misses a snapshot.
+    ///
+    /// ```
+    /// # use liweb::prelude::*;
+    /// # #[derive(Events)] enum In { Vote(String) }
+    /// # #[derive(Events)] enum Out { Voted }
+    /// use liweb::RoomDefaults;
+    ///
+    /// let server = Server::<In, Out>::builder()
+    ///     .channel_defaults("poll", RoomDefaults::new().sync(true).presence_events(true))
+    ///     .build();
+    /// ```
+    pub fn channel_defaults(mut self, channel: &str, defaults: RoomDefaults) -> Self {
+        self.channel_defaults.insert(Arc::from(channel), defaults);
+        self
+    }
+
     /// How long a join guard may take before the join fails with
     /// [`JoinError::TimedOut`](crate::JoinError::TimedOut) (default 5 s).
     pub fn join_guard_timeout(mut self, timeout: Duration) -> Self {
@@ -511,12 +531,16 @@ impl<In: Events, Out: Events> ServerBuilder<In, Out> {
                         .unwrap_or_else(|| Arc::new(MemoryPresence::new(self.presence_ttl))),
                     self.join_guards,
                     self.join_guard_timeout,
+                    self.channel_defaults,
                 ),
                 config: self.config,
             }),
         };
         if tokio::runtime::Handle::try_current().is_ok() {
-            tokio::spawn(sweep_presence(Arc::downgrade(&server.inner.rooms), sweep_every));
+            tokio::spawn(sweep_presence(
+                Arc::downgrade(&server.inner.rooms),
+                sweep_every,
+            ));
         }
         server
     }
@@ -530,7 +554,9 @@ async fn sweep_presence<Out: Events>(registry: std::sync::Weak<Registry<Out>>, e
     ticks.tick().await;
     loop {
         ticks.tick().await;
-        let Some(registry) = registry.upgrade() else { return };
+        let Some(registry) = registry.upgrade() else {
+            return;
+        };
         registry.presence.sweep(crate::presence::now_ms());
     }
 }

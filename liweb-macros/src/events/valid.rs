@@ -13,6 +13,7 @@ const RESERVED: &[&str] = &[
     "presence:join",
     "presence:leave",
     "presence:update",
+    "presence:snapshot",
 ];
 
 pub(crate) fn check(cx: &mut Ctxt, container: &Container<'_>) {
