@@ -1,6 +1,8 @@
 //! Support for liweb's benchmarks: the dispatch fixture shared by the
 //! criterion benchmark (`benches/dispatch.rs`) and the instruction-count
-//! runner (`src/bin/dispatch_icount.rs`).
+//! runner (`src/bin/dispatch_icount.rs`), and the room-emit fixture
+//! ([`room_emit`]) shared by `benches/room_emit.rs` and
+//! `src/bin/room_emit_icount.rs`.
 //!
 //! The fixture: an eight-event `BenchIn` enum with a handler for each event,
 //! served two ways. [`liweb_server`] is liweb's generated table;
@@ -23,6 +25,8 @@ use std::{
 use liweb::{Events, Server, State};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+
+pub mod room_emit;
 
 /// The frame both paths dispatch.
 pub const FRAME: &str = r#"{"event":"chat:message","payload":{"text":"hello world"}}"#;

@@ -11,13 +11,18 @@ use std::{
     time::Duration,
 };
 
+use futures_util::{SinkExt, StreamExt};
 use liweb::{
-    CloseCode, DisconnectReason, ErrorReport, ServerBuilder,
+    CloseCode, DisconnectReason, ErrorReport, JoinError, Room, ServerBuilder,
     client::{Client, Incoming},
     prelude::*,
+    presence::PresenceKey,
+    state::StateError,
 };
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use tokio::sync::Notify;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, tungstenite::Message};
 
 /// How long a test waits for something that should happen.
 pub const WAIT: Duration = Duration::from_secs(5);
@@ -30,6 +35,166 @@ pub enum Role {
     Admin,
     /// Everyone else.
     Member,
+}
+
+/// A room, named by its channel and its key in that channel.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomRef {
+    /// The channel.
+    pub channel: String,
+    /// The room's key in its channel.
+    pub room: String,
+}
+
+impl RoomRef {
+    /// The room `room` of channel `channel`.
+    pub fn new(channel: &str, room: &str) -> Self {
+        Self {
+            channel: channel.to_owned(),
+            room: room.to_owned(),
+        }
+    }
+
+    /// The room on `server`, created if it does not exist yet.
+    pub fn on(&self, server: &TestServer) -> Room<TestOut> {
+        server.channel(&self.channel).room(&self.room)
+    }
+}
+
+/// Which members of a room a room emit is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Target {
+    /// `Room::emit`: every member.
+    Everyone,
+    /// `Room::emit_except`: every member but this one.
+    Except(ConnId),
+    /// `Room::emit_to`: this member only.
+    To(ConnId),
+}
+
+/// One operation on a room's state, run by the `room_state` handler.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum StateOp {
+    /// `set`; answers `null`.
+    Set {
+        /// The key.
+        key: String,
+        /// The value.
+        value: Value,
+    },
+    /// `get::<Value>`; answers the value or `null`.
+    Get {
+        /// The key.
+        key: String,
+    },
+    /// `get::<i64>`; answers the number or `null`.
+    GetInt {
+        /// The key.
+        key: String,
+    },
+    /// `has`; answers a boolean.
+    Has {
+        /// The key.
+        key: String,
+    },
+    /// `delete`; answers whether the key was set.
+    Delete {
+        /// The key.
+        key: String,
+    },
+    /// `clear`; answers `null`.
+    Clear,
+    /// `snapshot`; answers the whole map.
+    Snapshot,
+    /// `update`; answers `null`.
+    Update {
+        /// The key.
+        key: String,
+        /// The new value.
+        value: Value,
+    },
+    /// `patch`; answers `null`.
+    Patch {
+        /// The key.
+        key: String,
+        /// The fields to merge.
+        fields: Value,
+    },
+    /// `push`; answers `null`.
+    Push {
+        /// The key.
+        key: String,
+        /// The item to append.
+        item: Value,
+    },
+    /// `remove` of the items equal to `equal_to`; answers how many went.
+    Remove {
+        /// The key.
+        key: String,
+        /// The value of the items to remove.
+        equal_to: Value,
+    },
+    /// `increment`; answers the new number.
+    Increment {
+        /// The key.
+        key: String,
+        /// How much to add.
+        by: i64,
+    },
+    /// `decrement`; answers the new number.
+    Decrement {
+        /// The key.
+        key: String,
+        /// How much to subtract.
+        by: i64,
+    },
+}
+
+/// A [`StateError`] as the test client receives it: its kind and key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StateFailure {
+    /// `StateError::KeyMissing`.
+    KeyMissing(String),
+    /// `StateError::NotAnArray`.
+    NotAnArray(String),
+    /// `StateError::NotANumber`.
+    NotANumber(String),
+    /// `StateError::NotAnObject`.
+    NotAnObject(String),
+    /// `StateError::Decode`.
+    Decode(String),
+    /// Any other error, as text.
+    Other(String),
+}
+
+impl From<StateError> for StateFailure {
+    fn from(error: StateError) -> Self {
+        match error {
+            StateError::KeyMissing { key } => Self::KeyMissing(key),
+            StateError::NotAnArray { key } => Self::NotAnArray(key),
+            StateError::NotANumber { key } => Self::NotANumber(key),
+            StateError::NotAnObject { key } => Self::NotAnObject(key),
+            StateError::Decode { key, .. } => Self::Decode(key),
+            other => Self::Other(other.to_string()),
+        }
+    }
+}
+
+/// What `Room::join` answered, as the test client receives it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JoinOutcome {
+    /// `Ok(true)`.
+    Added,
+    /// `Ok(false)`.
+    AlreadyMember,
+    /// `Err(JoinError::Rejected(reason))`.
+    Rejected(String),
+    /// `Err(JoinError::TimedOut)`.
+    TimedOut,
 }
 
 /// Events the test clients send.
@@ -75,6 +240,49 @@ pub enum TestIn {
     },
     /// A unit event.
     Ping,
+    /// Joins the sender to a room; answered with `join_outcome`.
+    Join(RoomRef),
+    /// Removes the sender from a room; answered with `left`.
+    Leave(RoomRef),
+    /// Sends `room_message` to members of a room; answered with `sent`.
+    RoomEmit {
+        /// The room.
+        room: RoomRef,
+        /// The message.
+        text: String,
+        /// Which members.
+        target: Target,
+    },
+    /// Sends `room_message` once to every member of any of the rooms
+    /// (`server.to(..)`), but `except`; answered with `sent`.
+    MultiEmit {
+        /// The rooms.
+        rooms: Vec<RoomRef>,
+        /// The message.
+        text: String,
+        /// The member to skip.
+        #[serde(default)]
+        except: Option<ConnId>,
+    },
+    /// Deletes a room; answered with `deleted`.
+    DeleteRoom(RoomRef),
+    /// Runs one operation on a room's state; answered with `state_result`.
+    RoomState {
+        /// The room.
+        room: RoomRef,
+        /// The operation.
+        op: StateOp,
+    },
+    /// Sets or clears the sender's presence activity in a room; answered
+    /// with `activity_set`.
+    SetActivity {
+        /// The room.
+        room: RoomRef,
+        /// The activity.
+        activity: Option<String>,
+    },
+    /// Makes the sender's presence that of this user; recorded.
+    SetUser(String),
 }
 
 /// Events the test server sends.
@@ -90,6 +298,20 @@ pub enum TestOut {
     Pong,
     /// Flood traffic.
     Flood(String),
+    /// A room emit.
+    RoomMessage(String),
+    /// The answer to `join`.
+    JoinOutcome(JoinOutcome),
+    /// The answer to `leave`: whether the sender was a member.
+    Left(bool),
+    /// The answer to room emits: how many connections the event was queued for.
+    Sent(usize),
+    /// The answer to `delete_room`: whether the room existed.
+    Deleted(bool),
+    /// The answer to `room_state`.
+    StateResult(Result<Value, StateFailure>),
+    /// The answer to `set_activity`: whether the sender had a presence record.
+    ActivitySet(bool),
 }
 
 /// One thing the server did, as seen by hooks and handlers.
@@ -311,6 +533,121 @@ async fn ping(conn: Conn<TestOut>) {
     let _ = conn.emit(TestOut::Pong);
 }
 
+#[liweb::handler(TestIn::Join)]
+async fn join_room(
+    conn: Conn<TestOut>,
+    server: TestServer,
+    room: RoomRef,
+) -> Result<(), liweb::EmitError> {
+    let outcome = match room.on(&server).join(&conn).await {
+        Ok(true) => JoinOutcome::Added,
+        Ok(false) => JoinOutcome::AlreadyMember,
+        Err(JoinError::Rejected(rejected)) => JoinOutcome::Rejected(rejected.reason().to_owned()),
+        Err(JoinError::TimedOut) => JoinOutcome::TimedOut,
+        Err(other) => JoinOutcome::Rejected(other.to_string()),
+    };
+    conn.emit(TestOut::JoinOutcome(outcome))
+}
+
+#[liweb::handler(TestIn::Leave)]
+async fn leave_room(
+    conn: Conn<TestOut>,
+    server: TestServer,
+    room: RoomRef,
+) -> Result<(), liweb::EmitError> {
+    let left = room.on(&server).leave(&conn).await;
+    conn.emit(TestOut::Left(left))
+}
+
+#[liweb::handler(TestIn::RoomEmit)]
+async fn room_emit(
+    conn: Conn<TestOut>,
+    server: TestServer,
+    emit: test_in::RoomEmit,
+) -> Result<(), liweb::EmitError> {
+    let room = emit.room.on(&server);
+    let event = TestOut::RoomMessage(emit.text);
+    let sent = match emit.target {
+        Target::Everyone => room.emit(event)?,
+        Target::Except(id) => room.emit_except(id, event)?,
+        Target::To(id) => usize::from(room.emit_to(id, event)?),
+    };
+    conn.emit(TestOut::Sent(sent))
+}
+
+#[liweb::handler(TestIn::MultiEmit)]
+async fn multi_emit(
+    conn: Conn<TestOut>,
+    server: TestServer,
+    emit: test_in::MultiEmit,
+) -> Result<(), liweb::EmitError> {
+    let rooms: Vec<Room<TestOut>> = emit.rooms.iter().map(|room| room.on(&server)).collect();
+    let to = server.to(&rooms);
+    let event = TestOut::RoomMessage(emit.text);
+    let sent = match emit.except {
+        Some(id) => to.emit_except(id, event)?,
+        None => to.emit(event)?,
+    };
+    conn.emit(TestOut::Sent(sent))
+}
+
+#[liweb::handler(TestIn::DeleteRoom)]
+async fn delete_room(
+    conn: Conn<TestOut>,
+    server: TestServer,
+    room: RoomRef,
+) -> Result<(), liweb::EmitError> {
+    let deleted = server.channel(&room.channel).delete_room(&room.room).await;
+    conn.emit(TestOut::Deleted(deleted))
+}
+
+#[liweb::handler(TestIn::RoomState)]
+async fn room_state(
+    conn: Conn<TestOut>,
+    server: TestServer,
+    call: test_in::RoomState,
+) -> Result<(), liweb::EmitError> {
+    let state = call.room.on(&server).state();
+    let result = match call.op {
+        StateOp::Set { key, value } => state.set(&key, &value).await.map(|()| Value::Null),
+        StateOp::Get { key } => state
+            .get::<Value>(&key)
+            .await
+            .map(Option::unwrap_or_default),
+        StateOp::GetInt { key } => state.get::<i64>(&key).await.map(Value::from),
+        StateOp::Has { key } => state.has(&key).await.map(Value::from),
+        StateOp::Delete { key } => state.delete(&key).await.map(Value::from),
+        StateOp::Clear => state.clear().await.map(|()| Value::Null),
+        StateOp::Snapshot => state.snapshot().await.map(Value::Object),
+        StateOp::Update { key, value } => state.update(&key, &value).await.map(|()| Value::Null),
+        StateOp::Patch { key, fields } => state.patch(&key, &fields).await.map(|()| Value::Null),
+        StateOp::Push { key, item } => state.push(&key, &item).await.map(|()| Value::Null),
+        StateOp::Remove { key, equal_to } => state
+            .remove(&key, move |item| *item == equal_to)
+            .await
+            .map(Value::from),
+        StateOp::Increment { key, by } => state.increment(&key, by).await.map(Value::Number),
+        StateOp::Decrement { key, by } => state.decrement(&key, by).await.map(Value::Number),
+    };
+    conn.emit(TestOut::StateResult(result.map_err(StateFailure::from)))
+}
+
+#[liweb::handler(TestIn::SetActivity)]
+async fn set_activity(
+    conn: Conn<TestOut>,
+    server: TestServer,
+    set: test_in::SetActivity,
+) -> Result<(), liweb::EmitError> {
+    let known = set.room.on(&server).set_activity(&conn, set.activity);
+    conn.emit(TestOut::ActivitySet(known))
+}
+
+#[liweb::handler(TestIn::SetUser)]
+async fn set_user(conn: Conn<TestOut>, State(recorder): State<Recorder>, user: String) {
+    conn.set_data(PresenceKey::user(user.as_str()));
+    recorder.push(Record::Handled("set_user", user));
+}
+
 /// The test application's server builder, with every handler and hook
 /// recording into `recorder`; tests change limits before `build`.
 pub fn builder(recorder: &Recorder) -> ServerBuilder<TestIn, TestOut> {
@@ -323,6 +660,8 @@ pub fn builder(recorder: &Recorder) -> ServerBuilder<TestIn, TestOut> {
             exhaustive TestIn =>
             echo, say_first, say_second, order, fail_first, fail_second, panic_handler,
             broadcast_all, broadcast_others, broadcast_admins, set_role, close_me, flood, ping,
+            join_room, leave_room, room_emit, multi_emit, delete_room, room_state, set_activity,
+            set_user,
         ])
         .on_connect(move |conn: Conn<TestOut>| {
             let recorder = on_connect_recorder.clone();
@@ -397,6 +736,23 @@ impl Running {
             .await
             .expect("connect timed out")
             .expect("connect failed");
+        (client, self.connected(before).await)
+    }
+
+    /// Connects a raw JSON client and waits until the server has run
+    /// `on_connect` for it.
+    pub async fn raw_client(&self) -> (RawClient, ConnId) {
+        let before = self.recorder.conns().len();
+        let (socket, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(self.url()))
+            .await
+            .expect("connect timed out")
+            .expect("connect failed");
+        (RawClient { socket }, self.connected(before).await)
+    }
+
+    /// The id of the connection after the first `before`, once `on_connect`
+    /// ran for it.
+    async fn connected(&self, before: usize) -> ConnId {
         let records = self
             .recorder
             .wait_until("on_connect", |records| {
@@ -407,15 +763,78 @@ impl Running {
                     > before
             })
             .await;
-        let id = records
+        records
             .iter()
             .filter_map(|r| match r {
                 Record::Connected(id) => Some(*id),
                 _ => None,
             })
             .nth(before)
-            .unwrap();
-        (client, id)
+            .unwrap()
+    }
+
+    /// The connection `id`, as `on_connect` saw it (also after it closed).
+    pub fn conn(&self, id: ConnId) -> Conn<TestOut> {
+        self.recorder
+            .conns()
+            .into_iter()
+            .find(|conn| conn.id() == id)
+            .expect("on_connect saw this connection")
+    }
+}
+
+/// A WebSocket client that sends and reads raw JSON text frames: for the
+/// reserved events (`state:*`, `presence:*`) the typed client does not decode,
+/// and for checking the exact shape of what the server sends.
+#[derive(Debug)]
+pub struct RawClient {
+    socket: WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>,
+}
+
+impl RawClient {
+    /// Sends `{"event": event, "payload": payload}`.
+    pub async fn emit(&mut self, event: &str, payload: Value) {
+        let frame = serde_json::json!({ "event": event, "payload": payload });
+        tokio::time::timeout(WAIT, self.socket.send(Message::text(frame.to_string())))
+            .await
+            .expect("send timed out")
+            .expect("send failed");
+    }
+
+    /// The next text frame, parsed; pings and pongs are skipped.
+    pub async fn next(&mut self) -> Value {
+        let frame = tokio::time::timeout(WAIT, async {
+            loop {
+                match self.socket.next().await {
+                    Some(Ok(Message::Text(text))) => return text,
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                    other => panic!("expected a text frame, got {other:?}"),
+                }
+            }
+        })
+        .await
+        .expect("timed out waiting for the server");
+        serde_json::from_str(frame.as_str()).expect("the server sends JSON")
+    }
+
+    /// Sends an `echo` and waits for its answer, failing if anything else
+    /// arrives first: proves nothing else was queued for this client before it.
+    pub async fn fence(&mut self, text: &str) {
+        self.emit("echo", Value::from(text)).await;
+        assert_eq!(
+            self.next().await,
+            serde_json::json!({ "event": "echoed", "payload": text })
+        );
+    }
+
+    /// Closes the connection and waits until the server's close arrives.
+    pub async fn close(mut self) {
+        tokio::time::timeout(WAIT, async {
+            let _ = self.socket.close(None).await;
+            while let Some(Ok(_)) = self.socket.next().await {}
+        })
+        .await
+        .expect("close timed out");
     }
 }
 

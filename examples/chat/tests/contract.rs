@@ -318,3 +318,304 @@ async fn get_liweb_js_has_a_javascript_content_type() {
         "body is not the liweb client module"
     );
 }
+
+// ---------------------------------------------------------------------------
+// Rooms: `join`, `leave`, `typing`, `chat:message` with a room, history.
+//
+// Ordering argument used by the fences below: each handler queues its emits
+// for every recipient before it returns, a connection's queue is delivered
+// in order, and a connection's own events are handled in arrival order. So
+// once one recipient of an emit has seen it, any copy meant for another
+// connection is already queued there, and a fence (that connection's own
+// `general` message, echoed back) arrives after it.
+// ---------------------------------------------------------------------------
+
+/// Connects `n` clients in order and reads every `user:joined` the general
+/// room sends about the later ones, so each socket starts with nothing
+/// pending. Returns the sockets and their ids.
+async fn clients(addr: SocketAddr, n: usize) -> Vec<(Ws, String)> {
+    let mut all: Vec<(Ws, String)> = Vec::with_capacity(n);
+    for _ in 0..n {
+        let (ws, id, _) = join(addr).await;
+        for (earlier, _) in &mut all {
+            let joined = expect_event(earlier, "user:joined").await;
+            assert_eq!(joined["id"], json!(id), "user:joined id in {joined}");
+            assert_eq!(
+                joined["room"],
+                json!("general"),
+                "user:joined room in {joined}"
+            );
+        }
+        all.push((ws, id));
+    }
+    all
+}
+
+/// Sends `join {"room"}` and reads the `joined` reply, which must name the room.
+async fn join_room(ws: &mut Ws, room: &str) -> Value {
+    send_event(ws, "join", json!({ "room": room })).await;
+    let joined = expect_event(ws, "joined").await;
+    assert_eq!(joined["room"], json!(room), "joined room in {joined}");
+    assert!(joined["history"].is_array(), "joined history in {joined}");
+    joined
+}
+
+/// Sends `chat:message {"text", "room"}` (no `room` when `None`).
+async fn say(ws: &mut Ws, text: &str, room: Option<&str>) {
+    let payload = match room {
+        Some(room) => json!({ "text": text, "room": room }),
+        None => json!({ "text": text }),
+    };
+    send_event(ws, "chat:message", payload).await;
+}
+
+/// The next event must be the `chat:message` `text` from `id` in `room`.
+async fn expect_message(ws: &mut Ws, id: &str, text: &str, room: &str) -> Value {
+    let message = expect_event(ws, "chat:message").await;
+    assert_eq!(message["id"], json!(id), "sender id in {message}");
+    assert_eq!(message["text"], json!(text), "text in {message}");
+    assert_eq!(message["room"], json!(room), "room in {message}");
+    message
+}
+
+/// A fence: `ws` says `text` in `general` and its next event must be that
+/// message, so nothing else was queued for it before.
+async fn fence(ws: &mut Ws, id: &str, text: &str) {
+    say(ws, text, None).await;
+    expect_message(ws, id, text, "general").await;
+}
+
+#[tokio::test]
+async fn join_replies_joined_to_the_joiner_and_user_joined_to_the_room_only() {
+    let addr = spawn_server().await;
+    let mut all = clients(addr, 3).await;
+    let (mut c, c_id) = all.pop().expect("c");
+    let (mut b, b_id) = all.pop().expect("b");
+    let (mut a, a_id) = all.pop().expect("a");
+
+    // A joins an empty room: `joined` with itself online and no history.
+    let joined = join_room(&mut a, "dev").await;
+    assert_eq!(joined["online"], json!(1), "joined online in {joined}");
+    assert_eq!(joined["history"], json!([]), "joined history in {joined}");
+    let keys: Vec<&str> = joined
+        .as_object()
+        .expect("joined is an object")
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(keys.len(), 3, "joined has room, online, history: {joined}");
+
+    // B joins: its first event is `joined` (no `user:joined` about itself,
+    // which would be queued before it); A, the other member, gets `user:joined`.
+    let joined = join_room(&mut b, "dev").await;
+    assert_eq!(joined["online"], json!(2), "joined online in {joined}");
+    let user_joined = expect_event(&mut a, "user:joined").await;
+    assert_eq!(user_joined["room"], json!("dev"), "room in {user_joined}");
+    assert_eq!(user_joined["id"], json!(b_id), "id in {user_joined}");
+    assert_eq!(user_joined["online"], json!(2), "online in {user_joined}");
+
+    // C, in `general` only, got no `user:joined` for `dev`. A and B see the
+    // fence in `general` too.
+    fence(&mut c, &c_id, "c fence").await;
+    for ws in [&mut a, &mut b] {
+        expect_message(ws, &c_id, "c fence", "general").await;
+    }
+    // And B got nothing else either.
+    fence(&mut b, &b_id, "b fence").await;
+    expect_message(&mut a, &b_id, "b fence", "general").await;
+    fence(&mut a, &a_id, "a fence").await;
+}
+
+#[tokio::test]
+async fn joining_general_again_replies_joined_with_history_and_no_user_joined() {
+    let addr = spawn_server().await;
+    let mut all = clients(addr, 2).await;
+    let (mut b, b_id) = all.pop().expect("b");
+    let (mut a, a_id) = all.pop().expect("a");
+
+    say(&mut a, "first", None).await;
+    for ws in [&mut a, &mut b] {
+        expect_message(ws, &a_id, "first", "general").await;
+    }
+
+    let joined = join_room(&mut b, "general").await;
+    assert_eq!(joined["online"], json!(2), "joined online in {joined}");
+    let history = joined["history"].as_array().expect("history array");
+    assert_eq!(history.len(), 1, "history in {joined}");
+    assert_eq!(history[0]["text"], json!("first"), "history in {joined}");
+    assert_eq!(history[0]["id"], json!(a_id), "history in {joined}");
+    assert_eq!(history[0]["room"], json!("general"), "history in {joined}");
+
+    // No `user:joined` reached A: B was already a member.
+    fence(&mut a, &a_id, "a fence").await;
+    expect_message(&mut b, &a_id, "a fence", "general").await;
+    fence(&mut b, &b_id, "b fence").await;
+}
+
+#[tokio::test]
+async fn chat_message_to_a_room_reaches_its_members_only_and_names_the_room() {
+    let addr = spawn_server().await;
+    let mut all = clients(addr, 3).await;
+    let (mut c, c_id) = all.pop().expect("c");
+    let (mut b, _b_id) = all.pop().expect("b");
+    let (mut a, a_id) = all.pop().expect("a");
+    join_room(&mut a, "dev").await;
+    join_room(&mut b, "dev").await;
+    expect_event(&mut a, "user:joined").await;
+
+    let from = now_ms();
+    say(&mut a, "hi dev", Some("dev")).await;
+    let to_sender = expect_message(&mut a, &a_id, "hi dev", "dev").await;
+    let to_member = expect_message(&mut b, &a_id, "hi dev", "dev").await;
+    assert_chat_message(&to_sender, &a_id, "hi dev", from, now_ms());
+    assert_eq!(to_sender, to_member, "one message, the same payload");
+
+    // C is in `general` only: the `dev` message did not reach it.
+    fence(&mut c, &c_id, "c fence").await;
+}
+
+#[tokio::test]
+async fn chat_message_without_a_room_goes_to_general() {
+    let addr = spawn_server().await;
+    let mut all = clients(addr, 2).await;
+    let (mut b, _b_id) = all.pop().expect("b");
+    let (mut a, a_id) = all.pop().expect("a");
+
+    let from = now_ms();
+    say(&mut a, "no room", None).await;
+    for ws in [&mut a, &mut b] {
+        let message = expect_message(ws, &a_id, "no room", "general").await;
+        assert_chat_message(&message, &a_id, "no room", from, now_ms());
+    }
+}
+
+#[tokio::test]
+async fn history_keeps_the_last_50_messages_in_order() {
+    let addr = spawn_server().await;
+    let (mut a, a_id, _) = join(addr).await;
+    for i in 1..=55 {
+        say(&mut a, &format!("m{i}"), None).await;
+    }
+    // Every message was kept (or dropped from the history) before its echo.
+    for i in 1..=55 {
+        expect_message(&mut a, &a_id, &format!("m{i}"), "general").await;
+    }
+
+    let (mut c, _c_id, _) = join(addr).await;
+    let joined = join_room(&mut c, "general").await;
+    let history = joined["history"].as_array().expect("history array");
+    assert_eq!(history.len(), 50, "history keeps the last 50");
+    for (item, i) in history.iter().zip(6..=55) {
+        assert_eq!(item["seq"], json!(i), "history item {item}");
+        assert_eq!(item["text"], json!(format!("m{i}")), "history item {item}");
+        assert_eq!(item["id"], json!(a_id), "history item {item}");
+        assert_eq!(item["room"], json!("general"), "history item {item}");
+    }
+    assert_eq!(history[0]["seq"], json!(6), "oldest kept is seq 6");
+}
+
+#[tokio::test]
+async fn leave_sends_user_left_to_the_others_and_stops_the_rooms_messages() {
+    let addr = spawn_server().await;
+    let mut all = clients(addr, 3).await;
+    let (mut c, c_id) = all.pop().expect("c");
+    let (mut b, b_id) = all.pop().expect("b");
+    let (mut a, a_id) = all.pop().expect("a");
+    join_room(&mut a, "dev").await;
+    join_room(&mut b, "dev").await;
+    expect_event(&mut a, "user:joined").await;
+    join_room(&mut c, "dev").await;
+    expect_event(&mut a, "user:joined").await;
+    expect_event(&mut b, "user:joined").await;
+
+    send_event(&mut b, "leave", json!({ "room": "dev" })).await;
+    for ws in [&mut a, &mut c] {
+        let left = expect_event(ws, "user:left").await;
+        assert_eq!(left["room"], json!("dev"), "left room in {left}");
+        assert_eq!(left["id"], json!(b_id), "left id in {left}");
+        assert_eq!(left["online"], json!(2), "left online in {left}");
+    }
+
+    say(&mut a, "after leave", Some("dev")).await;
+    expect_message(&mut a, &a_id, "after leave", "dev").await;
+    expect_message(&mut c, &a_id, "after leave", "dev").await;
+
+    // B got neither its own `user:left` nor the `dev` message.
+    fence(&mut b, &b_id, "b fence").await;
+    // And B can no longer speak in `dev`.
+    say(&mut b, "not a member", Some("dev")).await;
+    fence(&mut b, &b_id, "b fence 2").await;
+    for ws in [&mut a, &mut c] {
+        expect_message(ws, &b_id, "b fence", "general").await;
+        expect_message(ws, &b_id, "b fence 2", "general").await;
+    }
+    fence(&mut c, &c_id, "c fence").await;
+}
+
+#[tokio::test]
+async fn typing_reaches_the_other_members_of_the_room_not_the_sender() {
+    let addr = spawn_server().await;
+    let mut all = clients(addr, 3).await;
+    let (mut c, c_id) = all.pop().expect("c");
+    let (mut b, _b_id) = all.pop().expect("b");
+    let (mut a, a_id) = all.pop().expect("a");
+    join_room(&mut a, "dev").await;
+    join_room(&mut b, "dev").await;
+    expect_event(&mut a, "user:joined").await;
+
+    send_event(&mut a, "typing", json!({ "room": "dev" })).await;
+    let typing = expect_event(&mut b, "typing").await;
+    assert_eq!(
+        typing,
+        json!({ "room": "dev", "id": a_id }),
+        "typing payload"
+    );
+
+    // Not to the sender, not to C outside the room.
+    fence(&mut a, &a_id, "a fence").await;
+    expect_message(&mut c, &a_id, "a fence", "general").await;
+    fence(&mut c, &c_id, "c fence").await;
+}
+
+#[tokio::test]
+async fn chat_message_to_a_room_the_sender_is_not_in_is_dropped() {
+    let addr = spawn_server().await;
+    let mut all = clients(addr, 2).await;
+    let (mut b, _b_id) = all.pop().expect("b");
+    let (mut a, a_id) = all.pop().expect("a");
+    join_room(&mut b, "dev").await;
+
+    say(&mut a, "intruder", Some("dev")).await;
+    // A's events are handled in order: had the `dev` message gone out, B
+    // would get it before A's fence, and A would get its echo first.
+    fence(&mut a, &a_id, "a fence").await;
+    expect_message(&mut b, &a_id, "a fence", "general").await;
+
+    // Nor did it join the room's history.
+    let joined = join_room(&mut b, "dev").await;
+    assert_eq!(joined["history"], json!([]), "dev history in {joined}");
+}
+
+#[tokio::test]
+async fn bad_room_names_are_ignored_and_the_connection_stays_usable() {
+    let addr = spawn_server().await;
+    let mut all = clients(addr, 2).await;
+    let (mut b, _b_id) = all.pop().expect("b");
+    let (mut a, a_id) = all.pop().expect("a");
+    let too_long = "x".repeat(65);
+
+    for room in ["", "   ", too_long.as_str()] {
+        send_event(&mut a, "join", json!({ "room": room })).await;
+        send_event(&mut a, "typing", json!({ "room": room })).await;
+        send_event(&mut a, "leave", json!({ "room": room })).await;
+        say(&mut a, "bad room", Some(room)).await;
+    }
+    // No reply, no error, nothing to B; the connection still works.
+    fence(&mut a, &a_id, "a fence").await;
+    expect_message(&mut b, &a_id, "a fence", "general").await;
+
+    // 64 bytes is the longest name accepted.
+    let longest = "y".repeat(64);
+    let joined = join_room(&mut a, &longest).await;
+    assert_eq!(joined["online"], json!(1), "joined online in {joined}");
+}
