@@ -75,6 +75,9 @@ pub struct RoomDefaults {
     /// Presence events on: members get `presence:join/leave/update` about the
     /// others, joiners `presence:snapshot`.
     pub presence_events: bool,
+    /// Delete the room, with its state and presence, when its last member
+    /// leaves: for rooms whose names clients choose, so they cannot pile up.
+    pub delete_when_empty: bool,
 }
 
 impl RoomDefaults {
@@ -83,6 +86,7 @@ impl RoomDefaults {
         Self {
             sync: false,
             presence_events: false,
+            delete_when_empty: false,
         }
     }
 
@@ -95,6 +99,12 @@ impl RoomDefaults {
     /// With presence events on or off.
     pub const fn presence_events(mut self, on: bool) -> Self {
         self.presence_events = on;
+        self
+    }
+
+    /// Deleting the room when its last member leaves, or not.
+    pub const fn delete_when_empty(mut self, on: bool) -> Self {
+        self.delete_when_empty = on;
         self
     }
 }
@@ -120,30 +130,41 @@ pub(crate) struct Registry<Out> {
 
 pub(crate) struct RoomInner<Out> {
     key: RoomKey,
-    members: RwLock<HashMap<ConnId, Conn<Out>>>,
+    members: RwLock<HashMap<ConnId, Member<Out>>>,
     sync: AtomicBool,
     presence_events: AtomicBool,
+    delete_when_empty: bool,
+    /// Set, under the members lock, when the room leaves the registry; a
+    /// handle that sees it looks the room up again.
     deleted: AtomicBool,
 }
 
+struct Member<Out> {
+    conn: Conn<Out>,
+    /// The presence key the member joined with; leaving uses the same one
+    /// even if the connection's key changed meanwhile.
+    presence: PresenceKey,
+}
+
 impl<Out: Events> RoomInner<Out> {
-    fn new(key: RoomKey) -> Self {
+    fn new(key: RoomKey, defaults: RoomDefaults) -> Self {
         Self {
             key,
             members: RwLock::new(HashMap::new()),
-            sync: AtomicBool::new(false),
-            presence_events: AtomicBool::new(false),
+            sync: AtomicBool::new(defaults.sync),
+            presence_events: AtomicBool::new(defaults.presence_events),
+            delete_when_empty: defaults.delete_when_empty,
             deleted: AtomicBool::new(false),
         }
     }
 
-    fn members(&self) -> std::sync::RwLockReadGuard<'_, HashMap<ConnId, Conn<Out>>> {
+    fn members(&self) -> std::sync::RwLockReadGuard<'_, HashMap<ConnId, Member<Out>>> {
         self.members
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn members_mut(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<ConnId, Conn<Out>>> {
+    fn members_mut(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<ConnId, Member<Out>>> {
         self.members
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -156,7 +177,7 @@ impl<Out: Events> RoomInner<Out> {
         keep: impl Fn(ConnId) -> bool,
     ) -> Result<usize, EncodeError> {
         let mut sent = 0;
-        for (id, conn) in self.members().iter() {
+        for (id, Member { conn, .. }) in self.members().iter() {
             if keep(*id)
                 && conn
                     .send_encoded(frames.get(conn.meta().codec())?.clone())
@@ -226,14 +247,55 @@ impl<Out: Events> Registry<Out> {
             return room;
         }
         Arc::clone(self.rooms_mut().entry(key.clone()).or_insert_with(|| {
-            let room = RoomInner::new(key.clone());
-            if let Some(defaults) = self.defaults.get(key.channel()) {
-                room.sync.store(defaults.sync, Ordering::Release);
-                room.presence_events
-                    .store(defaults.presence_events, Ordering::Release);
-            }
-            Arc::new(room)
+            let defaults = self
+                .defaults
+                .get(key.channel())
+                .copied()
+                .unwrap_or_default();
+            Arc::new(RoomInner::new(key.clone(), defaults))
         }))
+    }
+
+    /// Takes a room out of the registry: members leave it (without presence
+    /// events), its presence and state are dropped. With `only_if_empty`, only
+    /// that very room and only while it has no members (a join may have come
+    /// in since its last member left).
+    async fn remove_room(
+        &self,
+        key: &RoomKey,
+        only_if_empty: Option<&Arc<RoomInner<Out>>>,
+    ) -> bool {
+        let members = {
+            let mut rooms = self.rooms_mut();
+            let Some(room) = rooms.get(key).cloned() else {
+                return false;
+            };
+            if only_if_empty.is_some_and(|expected| !Arc::ptr_eq(expected, &room)) {
+                return false;
+            }
+            let mut members = room.members_mut();
+            if only_if_empty.is_some() && !members.is_empty() {
+                return false;
+            }
+            room.deleted.store(true, Ordering::Release);
+            rooms.remove(key);
+            members
+                .drain()
+                .map(|(_, member)| member)
+                .collect::<Vec<_>>()
+        };
+        for member in &members {
+            member
+                .conn
+                .inner
+                .rooms()
+                .retain(|member_of| member_of != key);
+        }
+        self.presence.drop_room(key);
+        if let Err(err) = self.state.drop_room(key).await {
+            tracing::error!(room = %key, %err, "cannot drop the state of a deleted room");
+        }
+        true
     }
 
     fn state_changed(&self, key: &RoomKey, patch: &StatePatch) {
@@ -254,21 +316,28 @@ impl<Out: Events> Registry<Out> {
         let keys = std::mem::take(&mut *conn.inner.rooms());
         for key in keys {
             if let Some(room) = self.get(&key) {
-                self.leave_room(&room, conn);
+                self.leave_room(&room, conn).await;
             }
         }
     }
 
     /// Removes `conn` from `room`; `false` if it was not a member.
-    fn leave_room(&self, room: &RoomInner<Out>, conn: &Conn<Out>) -> bool {
-        if room.members_mut().remove(&conn.id()).is_none() {
-            return false;
-        }
+    async fn leave_room(&self, room: &Arc<RoomInner<Out>>, conn: &Conn<Out>) -> bool {
+        let (member, now_empty) = {
+            let mut members = room.members_mut();
+            let Some(member) = members.remove(&conn.id()) else {
+                return false;
+            };
+            (member, members.is_empty())
+        };
         conn.inner.rooms().retain(|key| *key != room.key);
         let change = self
             .presence
-            .leave(&room.key, &presence_key(conn), conn.id(), now_ms());
+            .leave(&room.key, &member.presence, conn.id(), now_ms());
         self.announce(room, change, Some(conn.id()));
+        if now_empty && room.delete_when_empty {
+            self.remove_room(&room.key, Some(room)).await;
+        }
         true
     }
 
@@ -372,6 +441,16 @@ impl<Out: Events> Channel<Out> {
         }
     }
 
+    /// The room `key` if it exists. Does not create it: use this where a
+    /// client names a room that should already be there.
+    pub fn get(&self, key: &str) -> Option<Room<Out>> {
+        let inner = self.registry.get(&RoomKey::new(&*self.name, key))?;
+        Some(Room {
+            registry: Arc::clone(&self.registry),
+            inner,
+        })
+    }
+
     /// Whether the room `key` exists. Does not create it.
     pub fn has_room(&self, key: &str) -> bool {
         self.registry.get(&RoomKey::new(&*self.name, key)).is_some()
@@ -394,20 +473,9 @@ impl<Out: Events> Channel<Out> {
     /// offline, without presence events), its state and presence records are
     /// dropped, and its emits reach no one. Returns `false` if it did not exist.
     pub async fn delete_room(&self, key: &str) -> bool {
-        let key = RoomKey::new(&*self.name, key);
-        let Some(room) = self.registry.rooms_mut().remove(&key) else {
-            return false;
-        };
-        room.deleted.store(true, Ordering::Release);
-        let members: Vec<Conn<Out>> = room.members_mut().drain().map(|(_, conn)| conn).collect();
-        for conn in &members {
-            conn.inner.rooms().retain(|member_of| *member_of != key);
-        }
-        self.registry.presence.drop_room(&key);
-        if let Err(err) = self.registry.state.drop_room(&key).await {
-            tracing::error!(room = %key, %err, "cannot drop the state of a deleted room");
-        }
-        true
+        self.registry
+            .remove_room(&RoomKey::new(&*self.name, key), None)
+            .await
     }
 }
 
@@ -455,13 +523,14 @@ impl<Out: Events> Room<Out> {
         &self.inner.key
     }
 
-    /// The live room behind this handle: after the room was deleted, a new
-    /// room of the same name (so a stale handle keeps working).
-    fn live(&self) -> std::borrow::Cow<'_, Arc<RoomInner<Out>>> {
+    /// The room behind this handle as it is now: the handle's own room, or
+    /// after a delete, the room of the same name if one was made since;
+    /// `None` if there is none (the room then reads as empty).
+    fn current(&self) -> Option<Arc<RoomInner<Out>>> {
         if self.inner.deleted.load(Ordering::Acquire) {
-            std::borrow::Cow::Owned(self.registry.get_or_create(&self.inner.key))
+            self.registry.get(&self.inner.key)
         } else {
-            std::borrow::Cow::Borrowed(&self.inner)
+            Some(Arc::clone(&self.inner))
         }
     }
 
@@ -489,25 +558,49 @@ impl<Out: Events> Room<Out> {
                 return Err(err);
             }
         }
-        let room = self.live();
-        {
+        let key = &self.inner.key;
+        let presence = presence_key(conn);
+        let room = loop {
+            let room = self
+                .current()
+                .unwrap_or_else(|| self.registry.get_or_create(key));
             let mut members = room.members_mut();
+            if room.deleted.load(Ordering::Acquire) {
+                // Deleted between the look-up and the lock: look again.
+                continue;
+            }
             if conn.is_closed() || members.contains_key(&conn.id()) {
                 return Ok(false);
             }
-            members.insert(conn.id(), conn.clone());
-            conn.inner.rooms().push(room.key.clone());
-        }
+            members.insert(
+                conn.id(),
+                Member {
+                    conn: conn.clone(),
+                    presence: presence.clone(),
+                },
+            );
+            conn.inner.rooms().push(key.clone());
+            drop(members);
+            break room;
+        };
         // A connection that ended while joining has already left its rooms;
         // undo, so no membership outlives it.
         if conn.is_closed() {
-            self.registry.leave_room(&room, conn);
+            self.registry.leave_room(&room, conn).await;
             return Ok(false);
         }
-        let change =
+        let change = self
+            .registry
+            .presence
+            .join(&room.key, &presence, conn.id(), now_ms());
+        // If the connection's teardown removed it between the insert and the
+        // presence join, that teardown's presence leave came first: undo ours.
+        if !room.members().contains_key(&conn.id()) {
             self.registry
                 .presence
-                .join(&room.key, &presence_key(conn), conn.id(), now_ms());
+                .leave(&room.key, &presence, conn.id(), now_ms());
+            return Ok(false);
+        }
         self.registry.announce(&room, change, Some(conn.id()));
         if room.presence_events.load(Ordering::Acquire) {
             let records = self.registry.presence.list(&room.key, now_ms());
@@ -565,42 +658,56 @@ impl<Out: Events> Room<Out> {
 
     /// Removes a connection from the room; `false` if it was not a member.
     pub async fn leave(&self, conn: &Conn<Out>) -> bool {
-        self.registry.leave_room(&self.live(), conn)
+        match self.current() {
+            Some(room) => self.registry.leave_room(&room, conn).await,
+            None => false,
+        }
     }
 
     /// Whether the connection `id` is a member.
     pub fn has(&self, id: ConnId) -> bool {
-        self.live().members().contains_key(&id)
+        self.current()
+            .is_some_and(|room| room.members().contains_key(&id))
     }
 
     /// How many connections are members.
     pub fn size(&self) -> usize {
-        self.live().members().len()
+        self.current().map_or(0, |room| room.members().len())
     }
 
     /// The members' ids.
     pub fn members(&self) -> Vec<ConnId> {
-        self.live().members().keys().copied().collect()
+        self.current()
+            .map(|room| room.members().keys().copied().collect())
+            .unwrap_or_default()
     }
 
     /// Sends an event to every member, serialized once per codec in use.
-    /// Returns how many members it was queued for.
+    /// Returns how many members it was queued for (0 for a deleted room).
     pub fn emit(&self, event: Out) -> Result<usize, EncodeError> {
-        self.live()
-            .send(&mut EncodeOnce::new(|codec| codec.encode(&event)), |_| true)
+        match self.current() {
+            Some(room) => room.send(&mut EncodeOnce::new(|codec| codec.encode(&event)), |_| true),
+            None => Ok(0),
+        }
     }
 
     /// Sends an event to every member but `id` (usually the sender).
     pub fn emit_except(&self, id: ConnId, event: Out) -> Result<usize, EncodeError> {
-        self.live().send(
-            &mut EncodeOnce::new(|codec| codec.encode(&event)),
-            |member| member != id,
-        )
+        match self.current() {
+            Some(room) => room.send(
+                &mut EncodeOnce::new(|codec| codec.encode(&event)),
+                |member| member != id,
+            ),
+            None => Ok(0),
+        }
     }
 
     /// Sends an event to the member `id`; `Ok(false)` when `id` is not a member.
     pub fn emit_to(&self, id: ConnId, event: Out) -> Result<bool, EmitError> {
-        let Some(conn) = self.live().members().get(&id).cloned() else {
+        let Some(conn) = self
+            .current()
+            .and_then(|room| room.members().get(&id).map(|member| member.conn.clone()))
+        else {
             return Ok(false);
         };
         conn.emit(event).map(|()| true)
@@ -619,15 +726,23 @@ impl<Out: Events> Room<Out> {
     /// as a `state:patch` event and joiners a `state:snapshot`. To have it on
     /// from a room's first join, set it for the whole channel with
     /// [`ServerBuilder::channel_defaults`](crate::ServerBuilder::channel_defaults).
+    ///
+    /// On a handle to a deleted room this changes nothing.
     pub fn set_sync(&self, on: bool) {
-        self.live().sync.store(on, Ordering::Release);
+        if let Some(room) = self.current() {
+            room.sync.store(on, Ordering::Release);
+        }
     }
 
     /// Turns presence events on or off: when on, members receive
     /// `presence:join`, `presence:leave` and `presence:update` about the
     /// others, and joiners a `presence:snapshot` of everyone's presence.
+    ///
+    /// On a handle to a deleted room this changes nothing.
     pub fn set_presence_events(&self, on: bool) {
-        self.live().presence_events.store(on, Ordering::Release);
+        if let Some(room) = self.current() {
+            room.presence_events.store(on, Ordering::Release);
+        }
     }
 
     /// The room's presence records: online members first, then recent
@@ -644,14 +759,23 @@ impl<Out: Events> Room<Out> {
 
     /// Sets (or clears) the activity string of a member's presence, such as
     /// "typing"; announced as `presence:update` when presence events are on.
+    /// Returns `false` when `conn` is not a member.
     pub fn set_activity(&self, conn: &Conn<Out>, activity: Option<String>) -> bool {
-        let room = self.live();
-        match self.registry.presence.set_activity(
-            &room.key,
-            &presence_key(conn),
-            activity,
-            now_ms(),
-        ) {
+        let Some(room) = self.current() else {
+            return false;
+        };
+        let Some(presence) = room
+            .members()
+            .get(&conn.id())
+            .map(|member| member.presence.clone())
+        else {
+            return false;
+        };
+        match self
+            .registry
+            .presence
+            .set_activity(&room.key, &presence, activity, now_ms())
+        {
             Some(change) => {
                 self.registry.announce(&room, change, Some(conn.id()));
                 true
@@ -697,9 +821,8 @@ impl<Out: Events> Rooms<Out> {
             reached.insert(id);
         }
         let mut sent = 0;
-        for room in &self.rooms {
-            let live = room.live();
-            for (id, conn) in live.members().iter() {
+        for room in self.rooms.iter().filter_map(Room::current) {
+            for (id, Member { conn, .. }) in room.members().iter() {
                 if reached.insert(*id)
                     && conn
                         .send_encoded(frames.get(conn.meta().codec())?.clone())
@@ -710,5 +833,68 @@ impl<Out: Events> Rooms<Out> {
             }
         }
         Ok(sent)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{CodecKind, Server};
+
+    #[derive(Debug, crate::Events)]
+    pub(crate) enum In {
+        Noop,
+    }
+
+    #[derive(Debug, crate::Events)]
+    pub(crate) enum Out {
+        Note(String),
+    }
+
+    #[tokio::test]
+    async fn a_delete_when_empty_room_goes_away_with_its_state_when_its_last_member_leaves() {
+        let server = Server::<In, Out>::builder()
+            .channel_defaults("temp", RoomDefaults::new().delete_when_empty(true))
+            .build();
+        let channel = server.channel("temp");
+        let room = channel.room("r");
+        let (a, _a_rx) = Conn::<Out>::detached(CodecKind::Json);
+        let (b, _b_rx) = Conn::<Out>::detached(CodecKind::Json);
+        assert_eq!(room.join(&a).await, Ok(true));
+        assert_eq!(room.join(&b).await, Ok(true));
+        room.state().set("k", &1).await.unwrap();
+
+        assert!(room.leave(&a).await);
+        assert!(channel.has_room("r"), "one member is left");
+        assert!(room.leave(&b).await);
+        assert!(!channel.has_room("r"), "the last member left");
+        assert!(channel.get("r").is_none());
+        assert_eq!(room.size(), 0, "a stale handle reads an empty room");
+        assert_eq!(room.emit(Out::Note("x".into())).unwrap(), 0);
+        assert!(!channel.has_room("r"), "reading did not bring it back");
+        assert_eq!(
+            channel.room("r").state().get::<i32>("k").await.unwrap(),
+            None
+        );
+
+        // Rooms of other channels stay when empty.
+        let kept = server.channel("keep").room("r");
+        assert_eq!(kept.join(&a).await, Ok(true));
+        assert!(kept.leave(&a).await);
+        assert!(server.channel("keep").has_room("r"));
+    }
+
+    #[tokio::test]
+    async fn a_stale_handle_joins_the_room_made_after_a_delete() {
+        let server = Server::<In, Out>::builder().build();
+        let channel = server.channel("c");
+        let stale = channel.room("r");
+        assert!(channel.delete_room("r").await);
+        let (a, _rx) = Conn::<Out>::detached(CodecKind::Json);
+        assert_eq!(stale.join(&a).await, Ok(true));
+        let fresh = channel.get("r").expect("the join made the room again");
+        assert!(fresh.has(a.id()));
+        assert!(stale.has(a.id()), "the stale handle sees the new room");
+        assert_eq!(a.rooms(), vec![RoomKey::new("c", "r")]);
     }
 }

@@ -635,7 +635,6 @@ async fn r7_emits_to_a_deleted_room_are_no_ops() {
 }
 
 #[tokio::test]
-#[ignore = "bug: reading or emitting through a stale `Room` handle re-creates the deleted room (`Room::live` calls `get_or_create`)"]
 async fn r7_a_stale_handle_does_not_bring_a_deleted_room_back() {
     let running = Running::start().await;
     let (mut a, a_id) = running.client().await;

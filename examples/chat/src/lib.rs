@@ -21,12 +21,13 @@
 //! - when a client disconnects, everyone gets `user:left {"id", "online"}`.
 //!
 //! `online` counts the room's members, or the server's connections in
-//! `welcome` and in the disconnect `user:left`.
+//! `welcome` and in the disconnect `user:left`. A room and its history go
+//! away when its last member leaves.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::{Router, response::Html, routing::get};
-use liweb::{Room, prelude::*};
+use liweb::{Room, RoomDefaults, prelude::*};
 use serde::{Deserialize, Serialize};
 
 /// The longest chat message accepted, in characters.
@@ -144,10 +145,16 @@ pub enum ChatOut {
 /// The chat server type.
 pub type ChatServer = Server<ChatIn, ChatOut>;
 
-/// A chat room by name, if the name is acceptable.
+/// A chat room by name, created if needed, if the name is acceptable.
 fn room(server: &ChatServer, name: &str) -> Option<Room<ChatOut>> {
     let name = name.trim();
     (!name.is_empty() && name.len() <= MAX_ROOM).then(|| server.channel(CHANNEL).room(name))
+}
+
+/// An existing chat room by name: events other than `join` never create a
+/// room, so a client cannot make the server keep rooms nobody is in.
+fn existing_room(server: &ChatServer, name: &str) -> Option<Room<ChatOut>> {
+    server.channel(CHANNEL).get(name.trim())
 }
 
 /// Puts `conn` in `room` and tells the others with `user:joined`; with
@@ -197,7 +204,7 @@ async fn on_message(
     say: Say,
 ) -> Result<(), liweb::EncodeError> {
     let text = say.text.trim();
-    let Some(room) = room(&server, say.room.as_deref().unwrap_or(GENERAL)) else {
+    let Some(room) = existing_room(&server, say.room.as_deref().unwrap_or(GENERAL)) else {
         return Ok(());
     };
     if text.is_empty() || !room.has(conn.id()) {
@@ -253,7 +260,7 @@ async fn on_leave(
     server: ChatServer,
     leave: RoomName,
 ) -> Result<(), liweb::EncodeError> {
-    let Some(room) = room(&server, &leave.room) else {
+    let Some(room) = existing_room(&server, &leave.room) else {
         return Ok(());
     };
     if room.leave(&conn).await {
@@ -273,7 +280,7 @@ async fn on_typing(
     server: ChatServer,
     typing: RoomName,
 ) -> Result<(), liweb::EncodeError> {
-    let Some(room) = room(&server, &typing.room) else {
+    let Some(room) = existing_room(&server, &typing.room) else {
         return Ok(());
     };
     if room.has(conn.id()) {
@@ -323,6 +330,9 @@ pub fn app() -> Router {
         .handlers(liweb::handlers![exhaustive ChatIn => on_message, on_join, on_leave, on_typing])
         .on_connect(on_connect)
         .on_disconnect(on_disconnect)
+        // A room, its history included, goes away when its last member
+        // leaves: room names come from clients, so rooms must not pile up.
+        .channel_defaults(CHANNEL, RoomDefaults::new().delete_when_empty(true))
         .build();
     Router::new()
         .route(
