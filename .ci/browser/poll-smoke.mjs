@@ -1,6 +1,7 @@
 // Browser smoke test of the poll example: two tabs of Debian's chromium
 // (driven by playwright-core) vote and see the same live tallies and each
-// other in the presence list; a third tab comes and goes.
+// other in the presence list; a third tab comes, reloads (its old connection
+// stays in the presence snapshot as offline, and must not be listed) and goes.
 //
 //   cargo run -p poll &                       # serves http://127.0.0.1:3002/
 //   (cd .ci/browser && npm ci && node poll-smoke.mjs)
@@ -177,6 +178,17 @@ async function main() {
     const withC = { counts: { red: 1, green: 1, yellow: 1 }, people: [...both, guest] };
     await waitShows(a, "page A", { ...withC, mine: "red" });
     await waitShows(b, "page B", { ...withC, mine: "green" });
+
+    // C reloads: a new connection (a new guest), its old vote taken back.
+    // Its presence:snapshot lists the old connection offline: not shown.
+    await c.reload({ timeout: WAIT_MS });
+    await waitOpen(c, "page C");
+    const guest2 = `guest ${await c.textContent("#me")}`;
+    if (guest2 === guest) throw new Error(`page C: same id after a reload: ${guest2}`);
+    const withC2 = { counts: { red: 1, green: 1 }, people: [...both, guest2] };
+    await waitShows(c, "page C", { ...withC2, mine: null });
+    await waitShows(a, "page A", { ...withC2, mine: "red" });
+    await waitShows(b, "page B", { ...withC2, mine: "green" });
     await other.close();
     await waitShows(a, "page A", { counts: { red: 1, green: 1 }, mine: "red", people: both });
     await waitShows(b, "page B", { counts: { red: 1, green: 1 }, mine: "green", people: both });

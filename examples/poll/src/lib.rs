@@ -7,19 +7,22 @@
 //! LIWEB_ADDR=0.0.0.0:8080 cargo run -p poll
 //! ```
 //!
-//! Every connection joins the room `poll/main`, which has state sync and
-//! presence events on. The tallies live in the room's state, one number per
-//! option under the key `votes:<option>`, changed only with the atomic
-//! `increment` / `decrement` / `set`; each connection's own vote lives in its
-//! connection data. Clients never ask for tallies: they apply the
-//! `state:snapshot` they get on joining and every `state:patch` after it.
+//! Every connection joins the room `poll/main`; the channel's room defaults
+//! turn state sync and presence events on for it from its first join. The
+//! tallies live in the room's state, one number per option under the key
+//! `votes:<option>` (an option without a key has 0 votes), changed only with
+//! the atomic `increment` / `decrement` / `set`; each connection's own vote
+//! lives in its connection data. Clients never ask for tallies or for who is
+//! there: they apply the `presence:snapshot` and `state:snapshot` they get on
+//! joining and every `presence:*` and `state:patch` event after them.
 //!
 //! Wire contract (see `docs/PROTOCOL.md` for the reserved events):
 //! - on connect the client gets, in this order, `welcome {"id", "question",
-//!   "options"}`, the room's `state:snapshot` (every `votes:<option>` key,
-//!   0 when nobody voted for it), and `people {"people": [{"id", "name",
-//!   "joined_at", "last_seen"}]}`, who is in the room, itself included
-//!   (`name` is `null` until set); the others get `presence:join`;
+//!   "options"}`, the room's `presence:snapshot` (a record per presence key,
+//!   itself included: `key` is the connection id, `activity` the display
+//!   name or `null`; recent leavers are listed with `online: false`), and
+//!   its `state:snapshot` (the `votes:<option>` keys set so far; a missing
+//!   one is 0); the others get `presence:join`;
 //! - client → server `vote {"option"}`: one vote per connection; voting for
 //!   another option moves the vote (the members get a `state:patch` for each
 //!   changed tally) and voting again for the same option changes nothing; the
@@ -39,9 +42,9 @@
 use std::sync::Arc;
 
 use axum::{Router, response::Html, routing::get};
-use liweb::{Room, prelude::*};
+use liweb::{Room, RoomDefaults, prelude::*};
 use serde::{Deserialize, Serialize};
-use tokio::sync::{OnceCell, RwLock};
+use tokio::sync::RwLock;
 
 /// The question the page asks.
 pub const QUESTION: &str = "Which color should the liweb logo be?";
@@ -70,19 +73,6 @@ pub struct Name {
     pub name: String,
 }
 
-/// Someone in the poll room, as `people` lists them.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Person {
-    /// The presence key: the connection id.
-    pub id: String,
-    /// The display name, once set.
-    pub name: Option<String>,
-    /// When they joined, in Unix milliseconds.
-    pub joined_at: u64,
-    /// Their last join or name change, in Unix milliseconds.
-    pub last_seen: u64,
-}
-
 /// Events clients send.
 #[derive(Debug, Events)]
 pub enum PollIn {
@@ -105,11 +95,6 @@ pub enum PollOut {
         question: String,
         /// The options, in display order.
         options: Vec<String>,
-    },
-    /// Who is in the room, sent to a client right after it joined.
-    People {
-        /// The people online in the room, the client included.
-        people: Vec<Person>,
     },
     /// The client's vote after its `vote` was applied.
     Voted {
@@ -154,11 +139,10 @@ struct PollInner {
     /// keep the counts exact); a reset holds the write lock, so no vote is
     /// half applied across it.
     round: RwLock<u64>,
-    /// Set once the room has state sync and presence events on.
-    ready: OnceCell<()>,
 }
 
-/// A connection's vote, kept in its connection data.
+/// A connection's vote, kept in its connection data (private, so no other
+/// code can set data of this type).
 #[derive(Debug, Clone, Copy)]
 struct Ballot {
     /// The index of the option in [`OPTIONS`].
@@ -167,17 +151,12 @@ struct Ballot {
     round: u64,
 }
 
-/// The connection data type holding a connection's [`Ballot`].
-#[derive(Debug, Clone, Copy)]
-struct MyBallot(Option<Ballot>);
-
 impl Poll {
     fn new(options: &[&str]) -> Self {
         Self {
             inner: Arc::new(PollInner {
                 options: options.iter().map(|&option| option.to_owned()).collect(),
                 round: RwLock::new(0),
-                ready: OnceCell::new(),
             }),
         }
     }
@@ -189,33 +168,20 @@ impl Poll {
     fn key(&self, option: usize) -> String {
         format!("{VOTES_PREFIX}{}", self.inner.options[option])
     }
+}
 
-    /// The poll room; the first call turns its sync and presence events on
-    /// and sets every tally to 0, before anyone joins.
-    async fn room(&self, server: &PollServer) -> Room<PollOut> {
-        let room = server.channel(CHANNEL).room(ROOM);
-        self.inner
-            .ready
-            .get_or_init(|| async {
-                room.set_sync(true);
-                room.set_presence_events(true);
-                let state = room.state();
-                for option in 0..self.inner.options.len() {
-                    if let Err(err) = state.set(&self.key(option), &0).await {
-                        tracing::error!(%err, "cannot initialize a tally");
-                    }
-                }
-            })
-            .await;
-        room
-    }
+/// The poll room if `conn` is in it. Handlers only look the room up: it is
+/// made (with the channel's defaults) when the first connection joins.
+fn member_room(server: &PollServer, conn: &Conn<PollOut>) -> Option<Room<PollOut>> {
+    server
+        .channel(CHANNEL)
+        .get(ROOM)
+        .filter(|room| room.has(conn.id()))
 }
 
 /// The connection's vote if it counts in `round`.
 fn current_ballot(conn: &Conn<PollOut>, round: u64) -> Option<Ballot> {
-    conn.data::<MyBallot>()
-        .and_then(|MyBallot(ballot)| ballot)
-        .filter(|ballot| ballot.round == round)
+    conn.data::<Ballot>().filter(|ballot| ballot.round == round)
 }
 
 /// Tells the client the poll refused its event.
@@ -271,10 +237,9 @@ async fn on_vote(
         );
         return Ok(());
     };
-    let room = poll.room(&server).await;
-    if !room.has(conn.id()) {
+    let Some(room) = member_room(&server, &conn) else {
         return Ok(());
-    }
+    };
     let round = poll.inner.round.read().await;
     let previous = current_ballot(&conn, *round);
     if previous.map(|ballot| ballot.option) != Some(option) {
@@ -285,10 +250,10 @@ async fn on_vote(
             invalid(&conn, "vote", "the vote could not be counted".to_owned());
             return Ok(());
         }
-        conn.set_data(MyBallot(Some(Ballot {
+        conn.set_data(Ballot {
             option,
             round: *round,
-        })));
+        });
         if let Some(previous) = previous {
             if let Err(err) = state.decrement(&poll.key(previous.option), 1).await {
                 tracing::error!(%err, "cannot take back a moved vote");
@@ -307,7 +272,6 @@ async fn on_vote(
 async fn on_name(
     conn: Conn<PollOut>,
     server: PollServer,
-    State(poll): State<Poll>,
     name: Name,
 ) -> Result<(), liweb::EmitError> {
     let name = match clean_name(&name.name) {
@@ -317,11 +281,14 @@ async fn on_name(
             return Ok(());
         }
     };
-    let room = poll.room(&server).await;
-    if !room.has(conn.id()) {
+    // `false` when the connection is not in the room (it never got in).
+    let in_room = server
+        .channel(CHANNEL)
+        .get(ROOM)
+        .is_some_and(|room| room.set_activity(&conn, Some(name.clone())));
+    if !in_room {
         return Ok(());
     }
-    room.set_activity(&conn, Some(name.clone()));
     conn.emit(PollOut::Named { name })
 }
 
@@ -332,10 +299,9 @@ async fn on_reset(
     server: PollServer,
     State(poll): State<Poll>,
 ) -> Result<(), liweb::EncodeError> {
-    let room = poll.room(&server).await;
-    if !room.has(conn.id()) {
+    let Some(room) = member_room(&server, &conn) else {
         return Ok(());
-    }
+    };
     let mut round = poll.inner.round.write().await;
     let state = room.state();
     for option in 0..poll.inner.options.len() {
@@ -348,41 +314,33 @@ async fn on_reset(
     Ok(())
 }
 
-/// Welcomes the client, then puts it in the poll room (which sends it the
-/// state snapshot and tells the others) and lists who is there.
+/// Welcomes the client, then puts it in the poll room, which tells the
+/// others (`presence:join`) and sends the client `presence:snapshot` and
+/// `state:snapshot`.
 async fn on_connect(conn: Conn<PollOut>, server: PollServer, State(poll): State<Poll>) {
     let _ = conn.emit(PollOut::Welcome {
         id: conn.id(),
         question: QUESTION.to_owned(),
         options: poll.inner.options.clone(),
     });
-    let room = poll.room(&server).await;
-    if room.join(&conn).await != Ok(true) {
-        return;
-    }
-    let people = room
-        .presence()
-        .into_iter()
-        .filter(|record| record.online)
-        .map(|record| Person {
-            id: record.key.to_string(),
-            name: record.activity,
-            joined_at: record.joined_at,
-            last_seen: record.last_seen,
-        })
-        .collect();
-    let _ = conn.emit(PollOut::People { people });
+    // No join guard: `Ok(false)` only for a connection that already ended.
+    let _ = server.channel(CHANNEL).room(ROOM).join(&conn).await;
 }
 
 /// Takes back the vote of a client that left. liweb has already taken it out
 /// of the room (the others got `presence:leave`).
 async fn on_disconnect(conn: Conn<PollOut>, server: PollServer, State(poll): State<Poll>) {
     let round = poll.inner.round.read().await;
-    let Some(ballot) = current_ballot(&conn, *round) else {
+    // Taken out of the connection data, so it can be taken back only once.
+    let Some(ballot) = conn
+        .remove_data::<Ballot>()
+        .filter(|ballot| ballot.round == *round)
+    else {
         return;
     };
-    conn.set_data(MyBallot(None));
-    let room = poll.room(&server).await;
+    let Some(room) = server.channel(CHANNEL).get(ROOM) else {
+        return;
+    };
     if let Err(err) = room.state().decrement(&poll.key(ballot.option), 1).await {
         tracing::error!(%err, "cannot take back the vote of a client that left");
     }
@@ -392,6 +350,10 @@ async fn on_disconnect(conn: Conn<PollOut>, server: PollServer, State(poll): Sta
 /// the browser client at `/liweb.js`.
 pub fn app() -> Router {
     let server = PollServer::builder()
+        .channel_defaults(
+            CHANNEL,
+            RoomDefaults::new().sync(true).presence_events(true),
+        )
         .state(Poll::new(&OPTIONS))
         .handlers(liweb::handlers![exhaustive PollIn => on_vote, on_name, on_reset])
         .on_connect(on_connect)

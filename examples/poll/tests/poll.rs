@@ -40,13 +40,14 @@ async fn spawn_server() -> SocketAddr {
 struct Client {
     ws: Ws,
     id: String,
+    /// The `presence` records of the `presence:snapshot` it got on joining.
+    presence: Vec<Value>,
     /// The `state` of the `state:snapshot` it got on joining.
     snapshot: Value,
-    /// The `people` it got on joining.
-    people: Vec<Value>,
 }
 
-/// Connects, and reads `welcome`, `state:snapshot` and `people`, in that order.
+/// Connects, and reads `welcome`, `presence:snapshot` and `state:snapshot`,
+/// in that order.
 async fn join(addr: SocketAddr) -> Client {
     let (mut ws, response) = timeout(
         WAIT,
@@ -68,20 +69,35 @@ async fn join(addr: SocketAddr) -> Client {
         "welcome question: {welcome}"
     );
 
+    let presence = expect_event(&mut ws, "presence:snapshot").await;
+    assert_eq!(presence["channel"], "poll", "presence snapshot channel");
+    assert_eq!(presence["room"], "main", "presence snapshot room");
+    let presence = presence["presence"]
+        .as_array()
+        .unwrap_or_else(|| panic!("presence is not an array: {presence}"))
+        .clone();
     let snapshot = expect_event(&mut ws, "state:snapshot").await;
     assert_eq!(snapshot["channel"], "poll", "snapshot channel");
     assert_eq!(snapshot["room"], "main", "snapshot room");
-    let people = expect_event(&mut ws, "people").await;
-    let people = people["people"]
-        .as_array()
-        .unwrap_or_else(|| panic!("people is not an array: {people}"))
-        .clone();
     Client {
         ws,
         id,
+        presence,
         snapshot: snapshot["state"].clone(),
-        people,
     }
+}
+
+/// The records of a presence snapshot that are online.
+fn online(presence: &[Value]) -> Vec<&Value> {
+    presence.iter().filter(|p| p["online"] == true).collect()
+}
+
+/// The record of `key` in a presence snapshot.
+fn record<'a>(presence: &'a [Value], key: &str) -> &'a Value {
+    presence
+        .iter()
+        .find(|p| p["key"] == key)
+        .unwrap_or_else(|| panic!("no record of {key} in {presence:?}"))
 }
 
 /// The next event frame, as `(event, payload)`; skips ping/pong, fails on
@@ -191,27 +207,23 @@ async fn wait_tally(ws: &mut Ws, option: &str, n: u64) {
     }
 }
 
-/// Every tally of a state snapshot, checking it holds exactly the options.
+/// Every tally of a state snapshot, 0 for an option without a key; checks
+/// it holds nothing but tallies of the options.
 fn tallies(state: &Value) -> BTreeMap<String, u64> {
     let map = state
         .as_object()
         .unwrap_or_else(|| panic!("state is not an object: {state}"));
-    let tallies: BTreeMap<String, u64> = map
-        .iter()
-        .map(|(key, value)| {
-            let option = key
-                .strip_prefix("votes:")
-                .unwrap_or_else(|| panic!("unexpected state key `{key}`"));
-            let n = value
-                .as_u64()
-                .unwrap_or_else(|| panic!("tally `{key}` is not a count: {value}"));
-            (option.to_owned(), n)
-        })
-        .collect();
-    let options: Vec<&str> = tallies.keys().map(String::as_str).collect();
-    let mut expected = OPTIONS.to_vec();
-    expected.sort_unstable();
-    assert_eq!(options, expected, "the snapshot has one tally per option");
+    let mut tallies = counts(&[]);
+    for (key, value) in map {
+        let option = key
+            .strip_prefix("votes:")
+            .filter(|option| OPTIONS.contains(option))
+            .unwrap_or_else(|| panic!("unexpected state key `{key}`"));
+        let n = value
+            .as_u64()
+            .unwrap_or_else(|| panic!("tally `{key}` is not a count: {value}"));
+        tallies.insert(option.to_owned(), n);
+    }
     tallies
 }
 
@@ -277,13 +289,17 @@ async fn page_and_client_script_are_served() {
 }
 
 #[tokio::test]
-async fn joiner_gets_a_snapshot_of_the_tallies_and_the_people() {
+async fn joiner_gets_a_snapshot_of_the_people_and_the_tallies() {
     let addr = spawn_server().await;
     let mut a = join(addr).await;
+    assert_eq!(a.snapshot, json!({}), "no tally before the first vote");
     assert_eq!(tallies(&a.snapshot), counts(&[]), "every tally starts at 0");
-    assert_eq!(a.people.len(), 1, "only A is here: {:?}", a.people);
-    assert_eq!(a.people[0]["id"], a.id.as_str());
-    assert_eq!(a.people[0]["name"], Value::Null);
+    assert_eq!(a.presence.len(), 1, "only A is here: {:?}", a.presence);
+    let me = &a.presence[0];
+    assert_eq!(me["key"], a.id.as_str());
+    assert_eq!(me["online"], true);
+    assert_eq!(me["activity"], Value::Null, "no name yet");
+    assert!(me["joined_at"].is_u64() && me["last_seen"].is_u64(), "{me}");
 
     vote(&mut a.ws, "blue").await;
     send_event(&mut a.ws, "name", json!({ "name": "  Ada  " })).await;
@@ -294,11 +310,14 @@ async fn joiner_gets_a_snapshot_of_the_tallies_and_the_people() {
 
     let b = join(addr).await;
     assert_eq!(tallies(&b.snapshot), counts(&[("blue", 1)]));
-    let ids: Vec<&str> = b.people.iter().filter_map(|p| p["id"].as_str()).collect();
-    assert_eq!(b.people.len(), 2, "A and B are here: {:?}", b.people);
-    assert!(ids.contains(&a.id.as_str()) && ids.contains(&b.id.as_str()));
-    let ada = b.people.iter().find(|p| p["id"] == a.id.as_str()).unwrap();
-    assert_eq!(ada["name"], "Ada", "names travel in the people list");
+    assert_eq!(b.presence.len(), 2, "A and B are here: {:?}", b.presence);
+    assert_eq!(online(&b.presence).len(), 2, "{:?}", b.presence);
+    assert_eq!(
+        record(&b.presence, &a.id)["activity"],
+        "Ada",
+        "names travel in the presence snapshot"
+    );
+    assert_eq!(record(&b.presence, &b.id)["activity"], Value::Null);
 
     // A hears about B.
     let join = expect_event(&mut a.ws, "presence:join").await;
@@ -384,8 +403,18 @@ async fn a_disconnect_takes_the_vote_back() {
     wait_tally(&mut b.ws, "yellow", 1).await;
     assert_eq!(observed(addr).await, counts(&[("yellow", 1)]));
 
-    // A client that never voted takes nothing back.
+    // A client that never voted takes nothing back. Its presence snapshot
+    // still lists A, offline, among the recent leavers.
     let c = join(addr).await;
+    let a_record = record(&c.presence, &a_id);
+    assert_eq!(a_record["online"], false, "{a_record}");
+    assert_eq!(a_record["connections"], 0, "{a_record}");
+    let here: Vec<&str> = online(&c.presence)
+        .iter()
+        .filter_map(|p| p["key"].as_str())
+        .collect();
+    assert_eq!(here.len(), 2, "B and C are online: {:?}", c.presence);
+    assert!(here.contains(&b.id.as_str()) && here.contains(&c.id.as_str()));
     close(c.ws).await;
     assert_eq!(observed(addr).await, counts(&[("yellow", 1)]));
 }
