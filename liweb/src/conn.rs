@@ -508,6 +508,11 @@ pub(crate) async fn run<In, Out, R, W>(
                     reason.get_or_insert(DisconnectReason::TransportError("write failed".into()));
                     break;
                 }
+                // After a protocol error nothing more is read, so the peer's
+                // half of the close handshake cannot arrive: done.
+                if !reading {
+                    break;
+                }
             }
             () = &mut inflight, if !inflight.is_terminated() => {
                 if let Some(frame) = pending.pop_front() {
