@@ -637,6 +637,6 @@ mod tests {
         assert_eq!(percent_decode("a%20b+c"), "a b c");
         assert_eq!(percent_decode("%zz"), "%zz");
         assert_eq!(percent_decode("%4"), "%4");
-        assert_eq!(percent_decode("caf%C3%A9"), "café");
+        assert_eq!(percent_decode("gr%C3%BCn"), "grün");
     }
 }

@@ -201,14 +201,14 @@ macro_rules! impl_hook {
 }
 
 impl_hook!();
-impl_hook!(T1);
-impl_hook!(T1, T2);
-impl_hook!(T1, T2, T3);
-impl_hook!(T1, T2, T3, T4);
-impl_hook!(T1, T2, T3, T4, T5);
-impl_hook!(T1, T2, T3, T4, T5, T6);
-impl_hook!(T1, T2, T3, T4, T5, T6, T7);
-impl_hook!(T1, T2, T3, T4, T5, T6, T7, T8);
+impl_hook!(E1);
+impl_hook!(E1, E2);
+impl_hook!(E1, E2, E3);
+impl_hook!(E1, E2, E3, E4);
+impl_hook!(E1, E2, E3, E4, E5);
+impl_hook!(E1, E2, E3, E4, E5, E6);
+impl_hook!(E1, E2, E3, E4, E5, E6, E7);
+impl_hook!(E1, E2, E3, E4, E5, E6, E7, E8);
 
 /// A hook with its marker erased, as the server stores it.
 pub(crate) type BoxHook<In, Out> =

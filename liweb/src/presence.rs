@@ -588,6 +588,7 @@ mod tests {
         }
     }
 
+    /// Conformance P1.
     #[test]
     fn p1_join_marks_online_with_joined_at() {
         let presence = MemoryPresence::new(TTL);
@@ -611,6 +612,7 @@ mod tests {
         assert_eq!(presence.online_count(&lobby), 1);
     }
 
+    /// Conformance P1.
     #[test]
     fn p1_leave_marks_offline_with_last_seen() {
         let presence = MemoryPresence::new(TTL);
@@ -628,6 +630,7 @@ mod tests {
         assert_eq!(presence.online_count(&lobby), 0);
     }
 
+    /// Conformance P1.
     #[test]
     fn p1_activity_set_and_cleared() {
         let presence = MemoryPresence::new(TTL);
@@ -659,6 +662,7 @@ mod tests {
         );
     }
 
+    /// Conformance P1.
     #[test]
     fn p1_activity_of_unknown_key_is_none() {
         let presence = MemoryPresence::new(TTL);
@@ -675,6 +679,7 @@ mod tests {
         );
     }
 
+    /// Conformance P1.
     #[test]
     fn p1_rejoin_starts_a_new_online_period() {
         let presence = MemoryPresence::new(TTL);
@@ -691,6 +696,7 @@ mod tests {
         assert_eq!(presence.record_count(), 1);
     }
 
+    /// Conformance P2.
     #[test]
     fn p2_two_connections_of_one_user_are_one_record() {
         let presence = MemoryPresence::new(TTL);
@@ -717,6 +723,7 @@ mod tests {
         assert_eq!(presence.online_count(&lobby), 0);
     }
 
+    /// Conformance P2.
     #[test]
     fn p2_online_count_counts_users_not_connections() {
         let presence = MemoryPresence::new(TTL);
@@ -734,6 +741,7 @@ mod tests {
         );
     }
 
+    /// Conformance P3.
     #[test]
     fn p3_offline_records_expire_lazily_on_get() {
         let presence = MemoryPresence::new(TTL);
@@ -753,6 +761,7 @@ mod tests {
         );
     }
 
+    /// Conformance P3.
     #[test]
     fn p3_offline_records_expire_lazily_on_list() {
         let presence = MemoryPresence::new(TTL);
@@ -770,6 +779,7 @@ mod tests {
         assert_eq!(presence.record_count(), 1);
     }
 
+    /// Conformance P3.
     #[test]
     fn p3_offline_records_expire_via_sweep() {
         let presence = MemoryPresence::new(TTL);
@@ -786,6 +796,7 @@ mod tests {
         assert!(presence.get(&other, &key, 1_000 + TTL_MS).is_some());
     }
 
+    /// Conformance P3.
     #[test]
     fn p3_online_records_never_expire() {
         let presence = MemoryPresence::new(Duration::ZERO);
@@ -913,6 +924,7 @@ mod tests {
         assert_eq!(presence.record_count(), 2);
     }
 
+    /// Conformance P3.
     #[test]
     fn p3_churn_leaves_no_records_after_sweep() {
         let presence = MemoryPresence::new(Duration::ZERO);

@@ -997,6 +997,7 @@ mod tests {
             .len()
     }
 
+    /// Conformance S1.
     #[tokio::test]
     async fn s1_set_get_has_delete_clear_snapshot_behave_as_a_map() {
         let store = Arc::new(MemoryStore::new());
@@ -1038,6 +1039,7 @@ mod tests {
         assert_eq!(state.get::<bool>("again").await, Ok(Some(true)));
     }
 
+    /// Conformance S2.
     #[tokio::test]
     async fn s2_update_of_missing_key_is_key_missing_and_changes_nothing() {
         let store = Arc::new(MemoryStore::new());
@@ -1065,6 +1067,7 @@ mod tests {
         );
     }
 
+    /// Conformance S3.
     #[tokio::test]
     async fn s3_push_creates_the_array_and_rejects_non_arrays() {
         let store = Arc::new(MemoryStore::new());
@@ -1084,6 +1087,7 @@ mod tests {
         assert_eq!(state.get::<Value>("name").await, Ok(Some(json!("x"))));
     }
 
+    /// Conformance S4.
     #[tokio::test]
     async fn s4_remove_on_missing_key_is_a_no_op_and_rejects_non_arrays() {
         let store = Arc::new(MemoryStore::new());
@@ -1117,6 +1121,7 @@ mod tests {
         assert_eq!(sent.last(), Some(&set("log", json!([1, 3]))));
     }
 
+    /// Conformance S4.
     #[tokio::test]
     async fn s4_remove_where_keeps_items_of_another_type() {
         #[derive(Deserialize)]
@@ -1144,6 +1149,7 @@ mod tests {
         assert_eq!(state.get::<Value>("cards").await, Ok(Some(left)));
     }
 
+    /// Conformance S4.
     #[test]
     fn s4_remove_with_a_panicking_predicate_changes_nothing() {
         let store = MemoryStore::new();
@@ -1166,6 +1172,7 @@ mod tests {
         assert_eq!(after, Ok(Some(json!([1, 2, 3]))));
     }
 
+    /// Conformance S5.
     #[tokio::test]
     async fn s5_increment_and_decrement_start_from_zero() {
         let store = Arc::new(MemoryStore::new());
@@ -1178,6 +1185,7 @@ mod tests {
         assert_eq!(state.get::<i64>("visits").await, Ok(Some(-2)));
     }
 
+    /// Conformance S5.
     #[tokio::test]
     async fn s5_increment_of_a_non_number_is_not_a_number_and_changes_nothing() {
         let store = Arc::new(MemoryStore::new());
@@ -1191,6 +1199,7 @@ mod tests {
         assert_eq!(patches(&recorded).len(), 1);
     }
 
+    /// Conformance S5.
     #[tokio::test]
     async fn s5_integers_stay_integers_and_floats_stay_floats() {
         let store = Arc::new(MemoryStore::new());
@@ -1213,6 +1222,7 @@ mod tests {
         assert_eq!(sum.as_f64(), Some(1.0));
     }
 
+    /// Conformance S5.
     #[tokio::test]
     async fn s5_overflow_falls_back_to_f64() {
         let store = Arc::new(MemoryStore::new());
@@ -1243,6 +1253,7 @@ mod tests {
         assert_eq!(state.get::<u64>("zero").await, Ok(Some(1 << 63)));
     }
 
+    /// Conformance S5.
     #[test]
     fn s5_default_decrement_reports_what_it_cannot_negate() {
         /// A store that only implements the required methods, by delegation.
@@ -1347,6 +1358,7 @@ mod tests {
         assert_eq!(runtime.block_on(store.get(&room, "n")), Ok(Some(json!(-3))));
     }
 
+    /// Conformance S6.
     #[tokio::test]
     async fn s6_patch_creates_the_object_and_merges_shallowly() {
         let store = Arc::new(MemoryStore::new());
@@ -1367,6 +1379,7 @@ mod tests {
         assert_eq!(state.get::<Value>("settings").await, Ok(Some(merged)));
     }
 
+    /// Conformance S6.
     #[tokio::test]
     async fn s6_patch_rejects_non_objects_and_changes_nothing() {
         let store = Arc::new(MemoryStore::new());
@@ -1399,6 +1412,7 @@ mod tests {
         assert_eq!(patches(&recorded).len(), 2);
     }
 
+    /// Conformance S7.
     #[tokio::test(flavor = "multi_thread", worker_threads = 8)]
     async fn s7_concurrent_increments_lose_no_update() {
         const TASKS: i64 = 64;
@@ -1429,6 +1443,7 @@ mod tests {
         assert_eq!(patches(&recorded).len() as i64, TASKS * EACH);
     }
 
+    /// Conformance S7.
     #[tokio::test(flavor = "multi_thread", worker_threads = 8)]
     async fn s7_concurrent_pushes_lose_no_update() {
         const TASKS: u64 = 32;
@@ -1460,6 +1475,7 @@ mod tests {
         assert_eq!(log, (0..TASKS * EACH).collect::<Vec<_>>());
     }
 
+    /// Conformance S7.
     #[tokio::test(flavor = "multi_thread", worker_threads = 8)]
     async fn s7_emptying_and_refilling_a_room_concurrently_loses_no_update() {
         // A delete that empties the room unlinks its map while other tasks

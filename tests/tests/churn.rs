@@ -107,6 +107,7 @@ async fn eventually<T: std::fmt::Debug>(
     }
 }
 
+/// Conformance L2.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn l2_churn_leaves_no_connection_membership_presence_record_or_task_behind() {
     let store = Arc::new(MemoryPresence::new(TTL));

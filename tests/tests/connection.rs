@@ -8,6 +8,7 @@ use tokio_tungstenite::{
     tungstenite::{self, Message, client::IntoClientRequest},
 };
 
+/// Conformance C1.
 #[tokio::test]
 async fn c1_connect_fires_on_connect_once_with_a_uuid_id() {
     let running = Running::start().await;
@@ -24,6 +25,7 @@ async fn c1_connect_fires_on_connect_once_with_a_uuid_id() {
     assert_eq!(connects, vec![Record::Connected(id)]);
 }
 
+/// Conformance C2.
 #[tokio::test]
 async fn c2_close_fires_on_disconnect_exactly_once_and_count_returns_to_zero() {
     let running = Running::start().await;
@@ -77,6 +79,7 @@ async fn c2_close_fires_on_disconnect_exactly_once_and_count_returns_to_zero() {
     assert_eq!(running.server.connection_count(), 0);
 }
 
+/// Conformance C5.
 #[tokio::test]
 async fn c5_other_paths_are_not_upgraded() {
     let running = Running::start().await;
@@ -99,6 +102,7 @@ async fn c5_other_paths_are_not_upgraded() {
     );
 }
 
+/// Conformance C6.
 #[tokio::test]
 async fn c6_metadata_has_headers_remote_address_and_query_as_sent() {
     let running = Running::start().await;
@@ -145,6 +149,7 @@ async fn c6_metadata_has_headers_remote_address_and_query_as_sent() {
     drop(socket);
 }
 
+/// Conformance C7.
 #[tokio::test]
 async fn c7_server_close_code_and_reason_reach_the_client() {
     let running = Running::start().await;
@@ -169,6 +174,7 @@ async fn c7_server_close_code_and_reason_reach_the_client() {
     );
 }
 
+/// Conformance C7.
 #[tokio::test]
 async fn c7_close_with_a_standard_code_over_a_raw_socket() {
     // The same promise checked below the Rust client, on the raw close frame.

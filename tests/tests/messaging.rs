@@ -23,6 +23,7 @@ fn handled(running: &Running) -> Vec<Record> {
         .matching(|r| matches!(r, Record::Handled(..)))
 }
 
+/// Conformance M1.
 #[tokio::test]
 async fn m1_handlers_run_once_each_in_registration_order_with_the_payload() {
     let running = Running::start().await;
@@ -43,6 +44,7 @@ async fn m1_handlers_run_once_each_in_registration_order_with_the_payload() {
     );
 }
 
+/// Conformance M2.
 #[tokio::test]
 async fn m2_unknown_event_gets_an_error_naming_it_and_the_connection_stays_open() {
     let running = Running::start().await;
@@ -58,6 +60,7 @@ async fn m2_unknown_event_gets_an_error_naming_it_and_the_connection_stays_open(
     assert!(handled(&running).is_empty());
 }
 
+/// Conformance M3.
 #[tokio::test]
 async fn m3_payload_of_the_wrong_shape_gets_the_field_path_and_no_handler_runs() {
     let running = Running::start().await;
@@ -101,6 +104,7 @@ async fn m3_payload_of_the_wrong_shape_gets_the_field_path_and_no_handler_runs()
     );
 }
 
+/// Conformance M4.
 #[tokio::test]
 async fn m4_frames_that_are_not_messages_get_an_error_and_never_panic() {
     let running = Running::start().await;
@@ -129,6 +133,7 @@ async fn m4_frames_that_are_not_messages_get_an_error_and_never_panic() {
     fence(&mut client, "still open").await;
 }
 
+/// Conformance M4.
 #[tokio::test]
 async fn m4_binary_frame_on_a_json_connection_gets_an_error() {
     let running = Running::start().await;
@@ -161,6 +166,7 @@ async fn m4_binary_frame_on_a_json_connection_gets_an_error() {
     );
 }
 
+/// Conformance M5.
 #[tokio::test]
 async fn m5_frame_over_the_limit_closes_with_the_too_large_code() {
     let running = Running::start_with(|builder| builder.max_frame_size(1024)).await;
@@ -184,6 +190,7 @@ async fn m5_frame_over_the_limit_closes_with_the_too_large_code() {
     fence(&mut other, "server alive").await;
 }
 
+/// Conformance M6.
 #[tokio::test]
 async fn m6_handler_error_reaches_the_error_hook_and_later_handlers_still_run() {
     let running = Running::start().await;
@@ -207,6 +214,7 @@ async fn m6_handler_error_reaches_the_error_hook_and_later_handlers_still_run() 
     assert!(records.contains(&Record::Handled("fail_second", String::new())));
 }
 
+/// Conformance M7.
 #[tokio::test]
 async fn m7_handler_panic_is_caught_and_reported_and_everything_keeps_working() {
     let running = Running::start().await;
@@ -229,6 +237,7 @@ async fn m7_handler_panic_is_caught_and_reported_and_everything_keeps_working() 
     assert_eq!(running.server.connection_count(), 2);
 }
 
+/// Conformance M8.
 #[tokio::test]
 async fn m8_events_of_one_connection_are_handled_in_arrival_order() {
     let running = Running::start().await;
@@ -252,6 +261,7 @@ async fn m8_events_of_one_connection_are_handled_in_arrival_order() {
     assert_eq!(order, (0..N).collect::<Vec<_>>());
 }
 
+/// Conformance M9.
 #[tokio::test]
 async fn m9_emit_delivers_exactly_one_event_frame() {
     let running = Running::start().await;
@@ -285,6 +295,7 @@ async fn m9_emit_delivers_exactly_one_event_frame() {
     );
 }
 
+/// Conformance M10.
 #[tokio::test]
 async fn m10_broadcast_reaches_everyone_and_broadcast_except_skips_the_sender() {
     let running = Running::start().await;
@@ -309,6 +320,7 @@ async fn m10_broadcast_reaches_everyone_and_broadcast_except_skips_the_sender() 
     fence(&mut a, "sender skipped").await;
 }
 
+/// Conformance M11.
 #[tokio::test]
 async fn m11_broadcast_with_a_predicate_reaches_exactly_the_matching_connections() {
     let running = Running::start().await;
@@ -337,6 +349,7 @@ async fn m11_broadcast_with_a_predicate_reaches_exactly_the_matching_connections
     }
 }
 
+/// Conformance M15.
 #[tokio::test]
 async fn m15_emit_to_a_closed_connection_returns_an_error_and_does_not_panic() {
     let running = Running::start().await;

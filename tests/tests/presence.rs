@@ -143,6 +143,7 @@ fn record_of(records: &[PresenceRecord], key: &PresenceKey) -> PresenceRecord {
         .unwrap_or_else(|| panic!("no presence record for {key} in {records:?}"))
 }
 
+/// Conformance P1.
 #[tokio::test]
 async fn p1_join_marks_online_with_join_time_and_leave_marks_offline() {
     let running = Running::start().await;
@@ -195,6 +196,7 @@ async fn p1_join_marks_online_with_join_time_and_leave_marks_offline() {
     fence(&mut b, "no presence events").await;
 }
 
+/// Conformance P1.
 #[tokio::test]
 async fn p1_members_can_set_an_activity_visible_in_the_room_presence() {
     let running = Running::start().await;
@@ -238,6 +240,7 @@ async fn p1_members_can_set_an_activity_visible_in_the_room_presence() {
     assert!(record.joined_at >= joined_at);
 }
 
+/// Conformance P1.
 #[tokio::test]
 async fn p1_presence_events_tell_the_other_members_of_joins_updates_and_leaves() {
     let running = Running::start().await;
@@ -305,6 +308,7 @@ async fn p1_presence_events_tell_the_other_members_of_joins_updates_and_leaves()
     a.fence("nothing more").await;
 }
 
+/// Conformance P1.
 #[tokio::test]
 async fn p1_without_presence_events_nothing_is_sent_but_presence_is_kept() {
     let running = Running::start().await;
@@ -321,6 +325,7 @@ async fn p1_without_presence_events_nothing_is_sent_but_presence_is_kept() {
     assert_eq!(record.activity.as_deref(), Some("typing"));
 }
 
+/// Conformance P2.
 #[tokio::test]
 async fn p2_two_connections_of_one_user_are_one_online_record() {
     let running = Running::start().await;
@@ -451,6 +456,7 @@ async fn p2_two_connections_of_one_user_are_one_online_record() {
     tab2.fence("nothing more").await;
 }
 
+/// Conformance P2.
 #[tokio::test]
 async fn p2_a_presence_key_set_after_joining_leaves_no_ghost_online() {
     let running = Running::start().await;
@@ -489,6 +495,7 @@ async fn eventually(what: &str, done: impl Fn() -> bool) {
         .unwrap_or_else(|_| panic!("timed out waiting for {what}"));
 }
 
+/// Conformance P3.
 #[tokio::test]
 async fn p3_offline_records_expire_after_the_configured_ttl() {
     const TTL: Duration = Duration::from_millis(200);
@@ -519,6 +526,7 @@ async fn p3_offline_records_expire_after_the_configured_ttl() {
     fence(&mut stays, "still here").await;
 }
 
+/// Conformance P3.
 #[tokio::test]
 async fn p3_offline_records_of_rooms_nobody_reads_are_swept() {
     const TTL: Duration = Duration::from_millis(50);

@@ -95,6 +95,7 @@ fn board() -> RoomRef {
     RoomRef::new("board", "b1")
 }
 
+/// Conformance S1.
 #[tokio::test]
 async fn s1_set_get_has_delete_clear_and_snapshot_behave_as_a_map() {
     let running = Running::start().await;
@@ -167,6 +168,7 @@ async fn s1_set_get_has_delete_clear_and_snapshot_behave_as_a_map() {
     assert_eq!(snapshot(&mut c, &other_channel).await, json!({}));
 }
 
+/// Conformance S2.
 #[tokio::test]
 async fn s2_update_of_a_missing_key_is_key_missing_and_changes_nothing() {
     let running = Running::start().await;
@@ -202,6 +204,7 @@ async fn s2_update_of_a_missing_key_is_key_missing_and_changes_nothing() {
     );
 }
 
+/// Conformance S3.
 #[tokio::test]
 async fn s3_push_creates_the_array_and_refuses_non_arrays() {
     let running = Running::start().await;
@@ -244,6 +247,7 @@ async fn s3_push_creates_the_array_and_refuses_non_arrays() {
     );
 }
 
+/// Conformance S4.
 #[tokio::test]
 async fn s4_remove_on_a_missing_key_is_a_no_op_and_on_a_non_array_is_not_an_array() {
     let running = Running::start().await;
@@ -281,6 +285,7 @@ async fn s4_remove_on_a_missing_key_is_a_no_op_and_on_a_non_array_is_not_an_arra
     );
 }
 
+/// Conformance S5.
 #[tokio::test]
 async fn s5_increment_and_decrement_start_from_zero_and_refuse_non_numbers() {
     let running = Running::start().await;
@@ -317,6 +322,7 @@ async fn s5_increment_and_decrement_start_from_zero_and_refuse_non_numbers() {
     );
 }
 
+/// Conformance S6.
 #[tokio::test]
 async fn s6_patch_creates_merges_shallowly_and_refuses_non_objects() {
     let running = Running::start().await;
@@ -373,6 +379,7 @@ async fn s6_patch_creates_merges_shallowly_and_refuses_non_objects() {
     );
 }
 
+/// Conformance S7.
 #[tokio::test]
 async fn s7_concurrent_increments_from_many_connections_lose_no_update() {
     let running = Running::start().await;
@@ -450,6 +457,7 @@ async fn raw_op(raw: &mut RawClient, op: Value) {
         .await;
 }
 
+/// Conformance S8.
 #[tokio::test]
 async fn s8_synced_members_receive_every_change_as_a_patch() {
     let running = Running::start().await;
@@ -575,6 +583,7 @@ async fn s8_synced_members_receive_every_change_as_a_patch() {
     b.fence("nothing more").await;
 }
 
+/// Conformance S8.
 #[tokio::test]
 async fn s8_a_late_joiner_gets_a_snapshot_and_a_leaver_stops_getting_patches() {
     let running = Running::start().await;
@@ -646,6 +655,7 @@ async fn s8_a_late_joiner_gets_a_snapshot_and_a_leaver_stops_getting_patches() {
     a.fence("no patch").await;
 }
 
+/// Conformance S8.
 #[tokio::test]
 async fn s8_channel_defaults_sync_a_room_from_its_first_join() {
     let running = Running::start_with(|builder| {

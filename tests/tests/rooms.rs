@@ -42,6 +42,7 @@ fn key(room: &RoomRef) -> RoomKey {
     RoomKey::new(room.channel.as_str(), room.room.as_str())
 }
 
+/// Conformance R1.
 #[tokio::test]
 async fn r1_rooms_are_created_lazily_listed_and_deleted() {
     let running = Running::start().await;
@@ -103,6 +104,7 @@ async fn r1_rooms_are_created_lazily_listed_and_deleted() {
     assert!(!chat.has_room("nope"));
 }
 
+/// Conformance R1.
 #[tokio::test]
 async fn r1_deleting_a_room_drops_its_state_and_a_new_room_of_that_name_starts_empty() {
     let running = Running::start().await;
@@ -125,6 +127,7 @@ async fn r1_deleting_a_room_drops_its_state_and_a_new_room_of_that_name_starts_e
     assert_eq!(running.conn(a_id).rooms(), [key(&board)]);
 }
 
+/// Conformance R2.
 #[tokio::test]
 async fn r2_join_is_idempotent_and_leave_of_a_non_member_is_a_no_op() {
     let running = Running::start().await;
@@ -175,6 +178,7 @@ async fn r2_join_is_idempotent_and_leave_of_a_non_member_is_a_no_op() {
     assert_eq!(running.conn(b_id).rooms(), [key(&lobby)]);
 }
 
+/// Conformance R3.
 #[tokio::test]
 async fn r3_room_emit_reaches_members_only() {
     let running = Running::start().await;
@@ -204,6 +208,7 @@ async fn r3_room_emit_reaches_members_only() {
     }
 }
 
+/// Conformance R3.
 #[tokio::test]
 async fn r3_emit_except_skips_that_member() {
     let running = Running::start().await;
@@ -241,6 +246,7 @@ async fn r3_emit_except_skips_that_member() {
     }
 }
 
+/// Conformance R3.
 #[tokio::test]
 async fn r3_emit_to_reaches_one_member_and_nothing_for_non_members() {
     let running = Running::start().await;
@@ -269,6 +275,7 @@ async fn r3_emit_to_reaches_one_member_and_nothing_for_non_members() {
     }
 }
 
+/// Conformance R4.
 #[tokio::test]
 async fn r4_a_disconnecting_connection_is_removed_from_every_room() {
     let running = Running::start().await;
@@ -377,6 +384,7 @@ async fn guarded() -> Running {
     .await
 }
 
+/// Conformance R5.
 #[tokio::test]
 async fn r5_a_join_guard_that_rejects_leaves_the_connection_out_with_an_error() {
     let running = guarded().await;
@@ -418,6 +426,7 @@ async fn r5_a_join_guard_that_rejects_leaves_the_connection_out_with_an_error() 
     );
 }
 
+/// Conformance R5.
 #[tokio::test]
 async fn r5_a_join_guard_that_times_out_behaves_as_a_rejection() {
     let running = guarded().await;
@@ -457,6 +466,7 @@ async fn r5_a_join_guard_that_times_out_behaves_as_a_rejection() {
     );
 }
 
+/// Conformance R5.
 #[tokio::test]
 async fn r5_a_join_guard_that_panics_refuses_and_the_server_keeps_serving() {
     let running = guarded().await;
@@ -486,6 +496,7 @@ async fn r5_a_join_guard_that_panics_refuses_and_the_server_keeps_serving() {
     fence(&mut other, "the server still serves").await;
 }
 
+/// Conformance R6.
 #[tokio::test]
 async fn r6_a_member_of_several_rooms_receives_a_multi_room_emit_once() {
     let running = Running::start().await;
@@ -532,6 +543,7 @@ async fn r6_a_member_of_several_rooms_receives_a_multi_room_emit_once() {
     }
 }
 
+/// Conformance R6.
 #[tokio::test]
 async fn r6_multi_room_emit_except_skips_that_connection_in_every_room() {
     let running = Running::start().await;
@@ -570,6 +582,7 @@ async fn r6_multi_room_emit_except_skips_that_connection_in_every_room() {
     }
 }
 
+/// Conformance R7.
 #[tokio::test]
 async fn r7_emits_to_an_empty_room_are_no_ops() {
     let running = Running::start().await;
@@ -607,6 +620,7 @@ async fn r7_emits_to_an_empty_room_are_no_ops() {
     }
 }
 
+/// Conformance R7.
 #[tokio::test]
 async fn r7_emits_to_a_deleted_room_are_no_ops() {
     let running = Running::start().await;
@@ -634,6 +648,7 @@ async fn r7_emits_to_a_deleted_room_are_no_ops() {
     }
 }
 
+/// Conformance R7.
 #[tokio::test]
 async fn r7_a_stale_handle_does_not_bring_a_deleted_room_back() {
     let running = Running::start().await;
