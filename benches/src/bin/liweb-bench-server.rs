@@ -1,0 +1,112 @@
+//! The liweb server the load generator (`loadgen`) measures: the chat-like
+//! handler (receive an event, emit it to the room), served on
+//! `/ws` with liweb's defaults (4 KiB read buffer, 1 MiB outbound queue).
+//!
+//! ```text
+//! liweb-bench-server [ADDR]        # or LIWEB_ADDR=...; default 127.0.0.1:0
+//! ```
+//!
+//! Prints `listening on ADDR` on stdout once bound. Wire contract (the raw
+//! baseline, `raw-bench-server`, speaks the same one):
+//! - `join {"room"}`: joins the room, replies `joined {"room", "size"}`;
+//! - `publish {"room", "ts", "seq", "pad"?}`: emits `msg` with the same
+//!   payload to every member of the room; the publisher gets it only if it
+//!   is a member itself (the load generator's publisher is not);
+//! - `echo {"ts", "seq"}`: replies `echoed {"ts", "seq"}` to the sender only.
+
+use std::net::SocketAddr;
+
+use axum::serve::ListenerExt;
+
+use liweb::prelude::*;
+use serde::{Deserialize, Serialize};
+
+const CHANNEL: &str = "bench";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct RoomName {
+    room: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Publish {
+    room: String,
+    ts: u64,
+    seq: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pad: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Echo {
+    ts: u64,
+    seq: u64,
+}
+
+#[derive(Debug, Events)]
+enum BenchIn {
+    Join(RoomName),
+    Publish(Publish),
+    Echo(Echo),
+}
+
+#[derive(Debug, Events)]
+enum BenchOut {
+    Joined { room: String, size: usize },
+    Msg(Publish),
+    Echoed(Echo),
+}
+
+type BenchServer = Server<BenchIn, BenchOut>;
+
+#[liweb::handler(BenchIn::Join)]
+async fn on_join(conn: Conn<BenchOut>, server: BenchServer, join: RoomName) {
+    let room = server.channel(CHANNEL).room(&join.room);
+    let _ = room.join(&conn).await;
+    let _ = conn.emit(BenchOut::Joined {
+        room: join.room,
+        size: room.size(),
+    });
+}
+
+#[liweb::handler(BenchIn::Publish)]
+async fn on_publish(
+    _conn: Conn<BenchOut>,
+    server: BenchServer,
+    publish: Publish,
+) -> Result<(), liweb::EncodeError> {
+    if let Some(room) = server.channel(CHANNEL).get(&publish.room) {
+        room.emit(BenchOut::Msg(publish))?;
+    }
+    Ok(())
+}
+
+#[liweb::handler(BenchIn::Echo)]
+async fn on_echo(conn: Conn<BenchOut>, echo: Echo) {
+    let _ = conn.emit(BenchOut::Echoed(echo));
+}
+
+#[tokio::main]
+async fn main() -> std::io::Result<()> {
+    let addr = std::env::args()
+        .nth(1)
+        .or_else(|| std::env::var("LIWEB_ADDR").ok())
+        .unwrap_or_else(|| "127.0.0.1:0".to_owned());
+    let server = BenchServer::builder()
+        .handlers(liweb::handlers![exhaustive BenchIn => on_join, on_publish, on_echo])
+        .build();
+    let app = axum::Router::new().route("/ws", server.ws_route());
+    let listener = tokio::net::TcpListener::bind(&addr).await?;
+    let local = listener.local_addr()?;
+    // Both benchmark servers disable Nagle's algorithm on every connection,
+    // so small frames are not held back waiting for an ACK.
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    println!("listening on {local}");
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .await
+}
