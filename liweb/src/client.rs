@@ -141,7 +141,7 @@ impl<Rx: Events, Tx: Events> Client<Rx, Tx> {
     pub fn emit(&self, event: Tx) -> Result<(), ClientError> {
         let frame = CodecKind::Json.encode(&event)?;
         self.commands
-            .send(Command::Send(frame.bytes))
+            .send(Command::Send(frame.into_bytes()))
             .map_err(|_| ClientError::Closed)
     }
 

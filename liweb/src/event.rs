@@ -119,7 +119,7 @@ mod tests {
 
     fn encode(event: &Sample) -> String {
         let frame = CodecKind::Json.encode(event).unwrap();
-        String::from_utf8(frame.bytes().to_vec()).unwrap()
+        String::from_utf8(frame.as_bytes().to_vec()).unwrap()
     }
 
     #[test]

@@ -611,9 +611,9 @@ mod tests {
             let Ok(Outbound::Frame(frame)) = rx.try_recv() else {
                 panic!("every connection got a frame");
             };
-            assert_eq!(&frame.bytes()[..], br#"{"event":"counted","payload":7}"#);
+            assert_eq!(frame.as_bytes(), br#"{"event":"counted","payload":7}"#);
             // The same allocation is shared, not copied per connection.
-            let ptr = frame.bytes().as_ptr();
+            let ptr = frame.as_bytes().as_ptr();
             assert_eq!(*first.get_or_insert(ptr), ptr);
         }
     }

@@ -14,7 +14,7 @@ use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite;
 
 use crate::{
-    codec::{CodecKind, InFrame},
+    codec::{CodecKind, Frame, FrameData, InFrame},
     conn::{self, ConnMeta, Inbound, Outbound, Transport},
     event::Events,
     protocol::CloseCode,
@@ -138,10 +138,12 @@ fn classify(err: axum::Error) -> Inbound {
 
 fn message(out: Outbound) -> Result<Message, axum::Error> {
     Ok(match out {
-        Outbound::Frame(frame) if frame.text => {
-            Message::Text(Utf8Bytes::try_from(frame.bytes).map_err(axum::Error::new)?)
-        }
-        Outbound::Frame(frame) => Message::Binary(frame.bytes),
+        Outbound::Frame(Frame {
+            data: FrameData::Text(text),
+        }) => Message::Text(text),
+        Outbound::Frame(Frame {
+            data: FrameData::Binary(bytes),
+        }) => Message::Binary(bytes),
         Outbound::Close(code, reason) => Message::Close(Some(CloseFrame {
             code: code.as_u16(),
             reason: Utf8Bytes::from(reason),

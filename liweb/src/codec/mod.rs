@@ -132,10 +132,14 @@ impl CodecKind {
         let bytes = match self {
             Self::Json => JsonCodec::encode(name, payload)?,
         };
-        Ok(Frame {
-            bytes,
-            text: self.is_text(),
-        })
+        // A text frame is checked as UTF-8 here, once per message, not once
+        // per recipient when the transport writes it.
+        let data = if self.is_text() {
+            FrameData::Text(text_from_bytes(bytes)?)
+        } else {
+            FrameData::Binary(bytes)
+        };
+        Ok(Frame { data })
     }
 
     /// Reads the envelope of one inbound frame, leaving the payload undecoded.
@@ -177,22 +181,64 @@ impl PayloadDecoder for RawPayload<'_> {
 
 /// An encoded outbound message, shared by every connection it goes to.
 #[doc(hidden)]
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Frame {
-    pub(crate) bytes: Bytes,
-    /// A text frame (UTF-8) rather than a binary one.
-    pub(crate) text: bool,
+    pub(crate) data: FrameData,
+}
+
+/// The bytes of a [`Frame`], in the form its transport writes them.
+#[derive(Clone)]
+pub(crate) enum FrameData {
+    /// A text frame, already checked as UTF-8.
+    Text(Text),
+    /// A binary frame.
+    Binary(Bytes),
 }
 
 impl Frame {
     pub(crate) fn len(&self) -> usize {
-        self.bytes.len()
+        self.as_bytes().len()
     }
 
     /// The encoded bytes.
-    pub fn bytes(&self) -> &Bytes {
-        &self.bytes
+    pub fn as_bytes(&self) -> &[u8] {
+        match &self.data {
+            FrameData::Text(text) => text.as_bytes(),
+            FrameData::Binary(bytes) => bytes,
+        }
     }
+
+    /// Whether it is a text frame.
+    pub fn is_text(&self) -> bool {
+        matches!(self.data, FrameData::Text(_))
+    }
+
+    /// The encoded bytes, owned.
+    pub(crate) fn into_bytes(self) -> Bytes {
+        match self.data {
+            FrameData::Text(text) => Bytes::from(text),
+            FrameData::Binary(bytes) => bytes,
+        }
+    }
+}
+
+impl std::fmt::Debug for Frame {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Frame")
+            .field("bytes", &Bytes::copy_from_slice(self.as_bytes()))
+            .field("text", &self.is_text())
+            .finish()
+    }
+}
+
+#[cfg(feature = "ws")]
+fn text_from_bytes(bytes: Bytes) -> Result<Text, EncodeError> {
+    Text::try_from(bytes).map_err(EncodeError::new)
+}
+
+#[cfg(not(feature = "ws"))]
+fn text_from_bytes(bytes: Bytes) -> Result<Text, EncodeError> {
+    String::from_utf8(bytes.to_vec()).map_err(EncodeError::new)
 }
 
 /// Encodes one outbound message at most once per codec, on first need: a
