@@ -95,6 +95,8 @@
 //! | `client` | no      | the typed Rust client ([`client::Client`]) |
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
+// Without a transport the connection machinery has no caller yet.
+#![cfg_attr(not(feature = "ws"), allow(dead_code))]
 
 // The derive and handler macros name `::liweb`; this lets them work in the
 // crate's own tests.
