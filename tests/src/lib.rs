@@ -860,3 +860,20 @@ pub async fn fence(client: &mut TestClient, text: &str) {
     client.emit(TestIn::Echo(text.to_owned())).unwrap();
     assert_eq!(next_event(client).await, TestOut::Echoed(text.to_owned()));
 }
+
+/// Polls `state` every 10 ms until `done` holds for it, failing after
+/// [`WAIT`] with what `state` last said.
+pub async fn eventually<T: std::fmt::Debug>(
+    what: &str,
+    state: impl Fn() -> T,
+    done: impl Fn(&T) -> bool,
+) {
+    let polling = async {
+        while !done(&state()) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    if tokio::time::timeout(WAIT, polling).await.is_err() {
+        panic!("timed out waiting for {what}: {:?}", state());
+    }
+}

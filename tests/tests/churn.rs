@@ -9,7 +9,9 @@ use liweb::{
     client::Incoming,
     presence::{MemoryPresence, PresenceStore},
 };
-use liweb_tests::{JoinOutcome, Record, RoomRef, Running, TestClient, TestIn, TestOut, WAIT, next};
+use liweb_tests::{
+    JoinOutcome, Record, RoomRef, Running, TestClient, TestIn, TestOut, WAIT, eventually, next,
+};
 use tokio::task::JoinSet;
 
 const CYCLES: usize = 2_000;
@@ -87,23 +89,6 @@ async fn cycle(url: String, n: usize) {
             until_closed(&mut client).await;
         }
         _ => drop(client),
-    }
-}
-
-/// Polls `done` every 10 ms until it holds, failing after [`WAIT`] with
-/// what `state` says.
-async fn eventually<T: std::fmt::Debug>(
-    what: &str,
-    state: impl Fn() -> T,
-    done: impl Fn(&T) -> bool,
-) {
-    let polling = async {
-        while !done(&state()) {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    };
-    if tokio::time::timeout(WAIT, polling).await.is_err() {
-        panic!("timed out waiting for {what}: {:?}", state());
     }
 }
 

@@ -9,7 +9,7 @@ use liweb::{
     state::RoomKey,
 };
 use liweb_tests::{
-    RawClient, Record, RoomRef, Running, TestClient, TestIn, TestOut, WAIT, fence, next_event,
+    RawClient, Record, RoomRef, Running, TestClient, TestIn, TestOut, eventually, fence, next_event,
 };
 use serde_json::{Value, json};
 
@@ -483,18 +483,6 @@ async fn p2_a_presence_key_set_after_joining_leaves_no_ghost_online() {
     );
 }
 
-/// Polls `done` every 5 ms until it holds, failing after [`WAIT`].
-async fn eventually(what: &str, done: impl Fn() -> bool) {
-    let polling = async {
-        while !done() {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    };
-    tokio::time::timeout(WAIT, polling)
-        .await
-        .unwrap_or_else(|_| panic!("timed out waiting for {what}"));
-}
-
 /// Conformance P3.
 #[tokio::test]
 async fn p3_offline_records_expire_after_the_configured_ttl() {
@@ -509,9 +497,11 @@ async fn p3_offline_records_expire_after_the_configured_ttl() {
 
     let record = record_of(&room.presence(), &PresenceKey::from(goes_id));
     assert!(!record.online, "kept as last seen right after leaving");
-    eventually("the offline record to expire", || {
-        room.presence().len() == 1
-    })
+    eventually(
+        "the offline record to expire",
+        || room.presence(),
+        |records| records.len() == 1,
+    )
     .await;
     let expired_at = now_ms();
     assert!(
@@ -547,7 +537,7 @@ async fn p3_offline_records_of_rooms_nobody_reads_are_swept() {
     assert_eq!(store.record_count(), 4);
 
     // Nothing reads the rooms: only the server's sweep can expire them.
-    eventually("the sweep", || store.record_count() == 1).await;
+    eventually("the sweep", || store.record_count(), |count| *count == 1).await;
     let records = store.list(&RoomKey::new("sweep", "r0"), now_ms());
     assert_eq!(records.len(), 1);
     assert_eq!(records[0].key, PresenceKey::from(stays_id));
