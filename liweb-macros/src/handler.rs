@@ -14,6 +14,7 @@ use crate::ctxt::Ctxt;
 pub(crate) struct Args {
     event: Path,
     out: Option<Type>,
+    guards: Vec<syn::Expr>,
 }
 
 impl Parse for Args {
@@ -25,6 +26,7 @@ impl Parse for Args {
         }
         let event: Path = input.parse()?;
         let mut out = None;
+        let mut guards = Vec::new();
         while input.peek(Token![,]) {
             input.parse::<Token![,]>()?;
             if input.is_empty() {
@@ -40,14 +42,19 @@ impl Parse for Args {
                     ));
                 }
                 out = Some(input.parse()?);
+            } else if key == "guard" {
+                input.parse::<Token![=]>()?;
+                guards.push(input.parse()?);
             } else {
                 return Err(syn::Error::new(
                     key.span(),
-                    format!("unknown liweb handler attribute `{key}`; expected `out = Type`"),
+                    format!(
+                        "unknown liweb handler attribute `{key}`; expected `out = Type` or `guard = path`"
+                    ),
                 ));
             }
         }
-        Ok(Self { event, out })
+        Ok(Self { event, out, guards })
     }
 }
 
@@ -146,6 +153,21 @@ pub(crate) fn expand(args: Args, item: ItemFn) -> syn::Result<TokenStream> {
             let #ident = <#ty as ::liweb::FromEvent<#key, <#key as ::liweb::EventKey>::Payload, #enum_path, #out_ty, _>>::from_event(&mut __parts)?;
         }
     });
+    let guard_idents: Vec<_> = (0..args.guards.len())
+        .map(|i| format_ident!("__guard{}", i))
+        .collect();
+    let guard_starts = args.guards.iter().zip(&guard_idents).map(|(guard, ident)| {
+        quote_spanned! {guard.span()=>
+            let #ident = ::liweb::__private::start_guard::<#key, #enum_path, #out_ty, _, _>(#guard, &__parts)?;
+        }
+    });
+    let guard_checks = guard_idents.iter().map(|ident| {
+        quote! {
+            if let ::core::result::Result::Err(__reason) = #ident.await {
+                return ::core::result::Result::Ok(::liweb::__private::Outcome::Rejected(__reason));
+            }
+        }
+    });
     let output_span = match &sig.output {
         ReturnType::Default => sig.ident.span(),
         ReturnType::Type(_, ty) => ty.span(),
@@ -200,8 +222,10 @@ pub(crate) fn expand(args: Args, item: ItemFn) -> syn::Result<TokenStream> {
                 ) -> ::core::result::Result<::liweb::HandlerFuture, ::liweb::ExtractError> {
                     #[allow(unused_mut, unused_variables)]
                     let mut __parts = ::liweb::__private::EventParts::<#key, #enum_path, #out_ty>::new(__call)?;
+                    #(#guard_starts)*
                     #(#extractions)*
                     ::core::result::Result::Ok(::liweb::__private::Box::pin(async move {
+                        #(#guard_checks)*
                         let __output = #name::handle(#(#arg_idents),*).await;
                         #into_result
                     }))

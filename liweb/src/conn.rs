@@ -6,7 +6,7 @@ use std::{
     net::SocketAddr,
     sync::{
         Arc, RwLock,
-        atomic::{AtomicBool, AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering},
     },
 };
 
@@ -16,11 +16,16 @@ use futures_util::{
 };
 use http::HeaderMap;
 use serde::{Deserialize, Serialize};
-use tokio::sync::mpsc;
+use tokio::{
+    sync::mpsc,
+    time::{Duration, Instant},
+};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::{
+    ack::{PendingRequests, Request},
+    auth::{AuthFailure, AuthReason},
     codec::{CodecKind, Frame, InFrame},
     error::EmitError,
     event::Events,
@@ -188,13 +193,23 @@ fn hex(digit: u8) -> Option<u8> {
 #[derive(Debug)]
 pub enum Outbound {
     Frame(Frame),
+    /// A heartbeat ping (a WebSocket ping frame).
+    Ping,
     Close(CloseCode, String),
 }
 
+/// No authentication needed, or it succeeded: the connection is open to the
+/// application.
+const OPEN: u8 = 0;
+/// Authentication is configured and has not succeeded yet.
+const PENDING: u8 = 1;
+/// Authentication failed or timed out; the connection is closing.
+const FAILED: u8 = 2;
+
 pub(crate) struct ConnInner {
-    id: ConnId,
+    pub(crate) id: ConnId,
     meta: ConnMeta,
-    tx: mpsc::UnboundedSender<Outbound>,
+    pub(crate) tx: mpsc::UnboundedSender<Outbound>,
     /// Bytes queued and not yet handed to the transport.
     queued: AtomicUsize,
     max_queue: usize,
@@ -208,6 +223,10 @@ pub(crate) struct ConnInner {
     /// The rooms this connection is in: the other half of each room's
     /// member index, so a connection that ends leaves them all at once.
     rooms: std::sync::Mutex<Vec<RoomKey>>,
+    /// Requests this server sent the connection, awaiting replies.
+    pub(crate) requests: PendingRequests,
+    /// `OPEN`, `PENDING` or `FAILED`.
+    auth: AtomicU8,
 }
 
 impl ConnInner {
@@ -217,7 +236,38 @@ impl ConnInner {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn send_frame(&self, frame: Frame) -> Result<(), EmitError> {
+    pub(crate) fn codec(&self) -> CodecKind {
+        self.meta.codec()
+    }
+
+    /// Whether the application may see the connection: authenticated, or
+    /// the server has no authentication.
+    pub(crate) fn is_open(&self) -> bool {
+        self.auth.load(Ordering::Acquire) == OPEN
+    }
+
+    /// Whether authentication is still awaited.
+    pub(crate) fn is_auth_pending(&self) -> bool {
+        self.auth.load(Ordering::Acquire) == PENDING
+    }
+
+    /// Ends a pending authentication, successfully or not; `false` when it
+    /// had already ended (a timeout and a late verdict race for it).
+    pub(crate) fn settle_auth(&self, success: bool) -> bool {
+        let to = if success { OPEN } else { FAILED };
+        self.auth
+            .compare_exchange(PENDING, to, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+
+    pub(crate) fn insert_data<T: Clone + Send + Sync + 'static>(&self, value: T) {
+        self.data
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .insert(value);
+    }
+
+    pub(crate) fn send_frame(&self, frame: Frame) -> Result<(), EmitError> {
         if self.closing.load(Ordering::Acquire) {
             return Err(EmitError::Closed);
         }
@@ -303,6 +353,29 @@ impl<Out: Events> Conn<Out> {
         self.inner.send_frame(frame)
     }
 
+    /// Sends `event` as a request and waits for the client's reply, decoded
+    /// as `R`; the half-duplex exchange:
+    ///
+    /// ```no_run
+    /// # use liweb::prelude::*;
+    /// # use std::time::Duration;
+    /// # #[derive(Events)] enum Out { Confirm(String) }
+    /// # async fn ask(conn: Conn<Out>) -> Result<(), liweb::RequestError> {
+    /// let yes: bool = conn
+    ///     .request(Out::Confirm("delete everything?".into()))
+    ///     .timeout(Duration::from_secs(5))
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// The frame carries an `ack` id; the client answers with
+    /// `{"event":"__ack","ack":id,"payload":..}` (see the protocol document).
+    /// Without a reply within the timeout (default 10 s) the result is
+    /// [`RequestError::Timeout`](crate::RequestError::Timeout).
+    pub fn request<R>(&self, event: Out) -> Request<Out, R> {
+        Request::new(self.clone(), &event)
+    }
+
     pub(crate) fn send_encoded(&self, frame: Frame) -> Result<(), EmitError> {
         self.inner.send_frame(frame)
     }
@@ -372,7 +445,12 @@ impl<Out: Events> Conn<Out> {
             message,
             event: event.map(str::to_owned),
         };
-        match self.inner.meta.codec().encode_parts(ERROR_EVENT, &payload) {
+        match self
+            .inner
+            .meta
+            .codec()
+            .encode_parts(ERROR_EVENT, None, &payload)
+        {
             Ok(frame) => {
                 let _ = self.inner.send_frame(frame);
             }
@@ -400,6 +478,8 @@ pub(crate) enum Inbound {
     Frame(InFrame),
     /// The peer's close frame.
     Close(Option<(CloseCode, String)>),
+    /// A heartbeat answer (a WebSocket pong frame).
+    Pong,
     /// A protocol violation; the connection is closed with this code.
     Error(CloseCode, String),
     /// The transport broke (reset, I/O error); nothing more can be sent.
@@ -427,10 +507,15 @@ impl<Out: Events> Conn<Out> {
             Transport::WebSocket,
             codec,
         );
-        (Self::new(meta, tx, usize::MAX), rx)
+        (Self::new(meta, tx, usize::MAX, false), rx)
     }
 
-    fn new(meta: ConnMeta, tx: mpsc::UnboundedSender<Outbound>, max_queue: usize) -> Self {
+    fn new(
+        meta: ConnMeta,
+        tx: mpsc::UnboundedSender<Outbound>,
+        max_queue: usize,
+        auth_pending: bool,
+    ) -> Self {
         Conn {
             inner: Arc::new(ConnInner {
                 id: ConnId::new(),
@@ -443,15 +528,78 @@ impl<Out: Events> Conn<Out> {
                 close_requested: CancellationToken::new(),
                 data: RwLock::new(http::Extensions::new()),
                 rooms: std::sync::Mutex::new(Vec::new()),
+                requests: PendingRequests::default(),
+                auth: AtomicU8::new(if auth_pending { PENDING } else { OPEN }),
             }),
             _out: std::marker::PhantomData,
         }
     }
 }
 
-/// Runs a connection to its end: registers it, fires `on_connect`, reads and
-/// dispatches frames in arrival order, writes the outbound queue in batches,
-/// then unregisters it and fires `on_disconnect` once.
+/// The per-connection token bucket of [`Config::max_events_per_second`](crate::Config::max_events_per_second):
+/// one token per event, refilled continuously, a second's worth at most.
+struct RateLimit {
+    per_second: f64,
+    tokens: f64,
+    last: tokio::time::Instant,
+}
+
+impl RateLimit {
+    fn new(per_second: u32, now: tokio::time::Instant) -> Self {
+        Self {
+            per_second: f64::from(per_second),
+            tokens: f64::from(per_second),
+            last: now,
+        }
+    }
+
+    fn take(&mut self, now: tokio::time::Instant) -> bool {
+        let elapsed = now.duration_since(self.last).as_secs_f64();
+        self.last = now;
+        self.tokens = (self.tokens + elapsed * self.per_second).min(self.per_second);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// The connection's timers, all served by one `Sleep` set to the earliest.
+/// They live in the connection's task, so they end with it.
+struct Timers {
+    /// When the close handshake must be over.
+    close: Option<Instant>,
+    /// When authentication must be over.
+    auth: Option<Instant>,
+    /// When the next ping goes out.
+    ping: Option<Instant>,
+    /// When the unanswered ping times out.
+    pong: Option<Instant>,
+    /// The last inbound data frame, for the idle timeout.
+    last_activity: Instant,
+}
+
+impl Timers {
+    fn next(&self, idle: Option<Duration>) -> Option<Instant> {
+        [
+            self.close,
+            self.auth,
+            self.ping,
+            self.pong,
+            idle.map(|idle| self.last_activity + idle),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+}
+
+/// Runs a connection to its end: authenticates it when the server asks for
+/// it, registers it, fires `on_connect`, reads and dispatches frames in
+/// arrival order, writes the outbound queue in batches, keeps the heartbeat
+/// and the timeouts, then unregisters it and fires `on_disconnect` once.
 pub(crate) async fn run<In, Out, R, W>(
     server: Server<In, Out>,
     meta: ConnMeta,
@@ -463,9 +611,10 @@ pub(crate) async fn run<In, Out, R, W>(
     R: Stream<Item = Inbound> + Unpin + Send,
     W: Sink<Outbound> + Unpin + Send + 'static,
 {
-    let config = server.config();
+    let config = server.config().clone();
+    let auth = server.inner.auth.clone();
     let (tx, rx) = mpsc::unbounded_channel();
-    let conn = Conn::<Out>::new(meta, tx, config.max_queue_bytes);
+    let conn = Conn::<Out>::new(meta, tx, config.max_queue_bytes, auth.is_some());
     let kill = CancellationToken::new();
     let mut writer = tokio::spawn(write_loop(
         writer,
@@ -474,32 +623,96 @@ pub(crate) async fn run<In, Out, R, W>(
         kill.clone(),
     ));
 
-    server.register(&conn);
-    server.fire_connect(&conn).await;
+    let started = Instant::now();
+    let mut timers = Timers {
+        close: None,
+        auth: None,
+        ping: config.ping_interval.map(|every| started + every),
+        pong: None,
+        last_activity: started,
+    };
+    match &auth {
+        None => {
+            server.register(&conn);
+            server.fire_connect(&conn).await;
+        }
+        Some(auth) => {
+            timers.auth = Some(started + auth.timeout);
+            let checked = tokio::time::timeout(auth.timeout, auth.check_request(conn.meta())).await;
+            match checked {
+                Ok(Some(verdict)) => server.finish_auth(&conn, verdict).await,
+                Ok(None) => {}
+                Err(_elapsed) => {}
+            }
+        }
+    }
 
     let codec = conn.meta().codec();
-    let close_timeout = config.close_timeout;
+    let mut rate = config
+        .max_events_per_second
+        .map(|limit| RateLimit::new(limit, started));
+    // Pinned once: a fresh `cancelled()` per loop turn would register and
+    // unregister a waiter each time, on a token every connection shares.
+    let going_away = server.inner.going_away.cancelled();
+    tokio::pin!(going_away);
+    let killed = server.inner.killed.cancelled();
+    tokio::pin!(killed);
+    let close_requested = conn.inner.close_requested.cancelled();
+    tokio::pin!(close_requested);
     let mut reason: Option<DisconnectReason> = None;
     let mut reading = true;
     let mut writer_done = false;
-    let mut deadline: Option<tokio::time::Instant> = None;
     let mut pending = std::collections::VecDeque::new();
     let inflight = Fuse::terminated();
     tokio::pin!(inflight);
+    let timer = tokio::time::sleep_until(timers.next(config.idle_timeout).unwrap_or(started));
+    tokio::pin!(timer);
 
     loop {
-        let close_wait = async {
-            match deadline {
-                Some(at) => tokio::time::sleep_until(at).await,
-                None => std::future::pending().await,
-            }
-        };
+        let next_wake = timers.next(config.idle_timeout);
+        if let Some(at) = next_wake
+            && timer.deadline() != at
+        {
+            timer.as_mut().reset(at);
+        }
         tokio::select! {
             biased;
-            () = conn.inner.close_requested.cancelled(), if deadline.is_none() => {
-                deadline = Some(tokio::time::Instant::now() + close_timeout);
+            () = &mut close_requested, if timers.close.is_none() => {
+                timers.close = Some(Instant::now() + config.close_timeout);
             }
-            () = close_wait => break,
+            () = &mut going_away, if !conn.is_closed() => {
+                conn.close(CloseCode::GoingAway, "server shutting down");
+            }
+            () = &mut killed => break,
+            () = &mut timer, if next_wake.is_some() => {
+                let now = Instant::now();
+                if timers.close.is_some_and(|at| now >= at) {
+                    break;
+                }
+                if timers.auth.is_some_and(|at| now >= at) {
+                    timers.auth = None;
+                    if conn.inner.is_auth_pending() {
+                        server.fail_auth(&conn, AuthFailure { reason: AuthReason::Timeout, detail: None }).await;
+                    }
+                }
+                if timers.pong.is_some_and(|at| now >= at) {
+                    // The peer is gone or stuck; do not wait for a close handshake.
+                    server.inner.stats.ping_timeouts.fetch_add(1, Ordering::Relaxed);
+                    conn.close(CloseCode::PingTimeout, "ping timeout");
+                    break;
+                }
+                if config.idle_timeout.is_some_and(|idle| now >= timers.last_activity + idle) && !conn.is_closed() {
+                    server.inner.stats.idle_timeouts.fetch_add(1, Ordering::Relaxed);
+                    conn.close(CloseCode::IdleTimeout, "idle timeout");
+                }
+                if let (Some(at), Some(every)) = (timers.ping, config.ping_interval)
+                    && now >= at
+                {
+                    let _ = conn.inner.tx.send(Outbound::Ping);
+                    timers.pong.get_or_insert(now + config.ping_timeout);
+                    timers.ping = Some(now + every);
+                }
+            }
             _ = &mut writer, if !writer_done => {
                 writer_done = true;
                 // The writer ends after sending a close frame or on a write
@@ -521,12 +734,23 @@ pub(crate) async fn run<In, Out, R, W>(
             }
             item = reader.next(), if reading && pending.len() < MAX_PENDING => match item {
                 Some(Inbound::Frame(frame)) => {
+                    let now = Instant::now();
+                    timers.last_activity = now;
+                    timers.pong = None;
+                    if let Some(rate) = &mut rate
+                        && !rate.take(now)
+                    {
+                        server.inner.stats.rate_limited.fetch_add(1, Ordering::Relaxed);
+                        conn.send_error(ErrorCode::RateLimited, "too many events; this one was dropped".to_owned(), None);
+                        continue;
+                    }
                     if inflight.is_terminated() {
                         inflight.set(server.dispatch(&conn, codec, frame).fuse());
                     } else {
                         pending.push_back(frame);
                     }
                 }
+                Some(Inbound::Pong) => timers.pong = None,
                 Some(Inbound::Close(frame)) => {
                     reason.get_or_insert(DisconnectReason::ClientClosed(frame));
                     // Keep reading: the transport sends its half of the close
@@ -560,19 +784,31 @@ pub(crate) async fn run<In, Out, R, W>(
 
     // Emits after this point fail with `Closed` instead of queueing forever.
     conn.inner.closing.store(true, Ordering::Release);
+    conn.inner.requests.clear();
     kill.cancel();
     if !writer_done {
         let _ = writer.await;
     }
+    // A connection that never authenticated was never seen by the
+    // application: no room, no count, no `on_disconnect`.
+    let seen = conn.inner.is_open();
+    if conn.inner.close_code.get() == Some(&CloseCode::SlowConsumer) {
+        server
+            .inner
+            .stats
+            .slow_consumers
+            .fetch_add(1, Ordering::Relaxed);
+    }
     server.unregister(conn.id());
     server.inner.rooms.leave_all(&conn).await;
-    let reason = match conn.inner.close_code.get() {
-        Some(&code) => DisconnectReason::ServerClosed(code),
-        None => {
-            reason.unwrap_or_else(|| DisconnectReason::TransportError("connection ended".into()))
-        }
-    };
-    server.fire_disconnect(&conn, reason).await;
+    if seen {
+        let reason = match conn.inner.close_code.get() {
+            Some(&code) => DisconnectReason::ServerClosed(code),
+            None => reason
+                .unwrap_or_else(|| DisconnectReason::TransportError("connection ended".into())),
+        };
+        server.fire_disconnect(&conn, reason).await;
+    }
 }
 
 async fn write_loop<W>(

@@ -21,6 +21,8 @@ pub struct ConnParts<'a, In, Out> {
     pub(crate) server: &'a Server<In, Out>,
     pub(crate) conn: &'a Conn<Out>,
     pub(crate) reason: Option<&'a DisconnectReason>,
+    pub(crate) ack: Option<&'a std::sync::Arc<crate::ack::AckSlot>>,
+    pub(crate) auth_failure: Option<&'a crate::auth::AuthFailure>,
 }
 
 impl<'a, In: Events, Out: Events> ConnParts<'a, In, Out> {
@@ -88,9 +90,16 @@ impl<'a, K: EventKey<Events = In>, In: Events, Out: Events> EventParts<'a, K, In
                 server: call.server,
                 conn: call.conn,
                 reason: None,
+                ack: call.ack,
+                auth_failure: None,
             },
             payload: Some(payload),
         })
+    }
+
+    /// The connection parts, for guards.
+    pub fn conn_parts(&self) -> &ConnParts<'a, In, Out> {
+        &self.parts
     }
 }
 
@@ -209,5 +218,7 @@ pub(crate) fn parts<'a, In, Out>(
         server,
         conn,
         reason,
+        ack: None,
+        auth_failure: None,
     }
 }

@@ -3,6 +3,7 @@
 use std::{fmt, future::Future, marker::PhantomData, pin::Pin};
 
 use crate::{
+    ack::{AckSlot, Outcome, reply_value},
     codec::RawPayload,
     conn::Conn,
     error::{BoxError, ExtractError},
@@ -12,14 +13,16 @@ use crate::{
 };
 
 /// The future a handler call returns.
-pub type HandlerFuture = Pin<Box<dyn Future<Output = Result<(), BoxError>> + Send + 'static>>;
+pub type HandlerFuture = Pin<Box<dyn Future<Output = Result<Outcome, BoxError>> + Send + 'static>>;
 
-/// One handler call's input: the server, the connection and the raw payload.
+/// One handler call's input: the server, the connection, the raw payload
+/// and, for a request, its reply slot.
 #[derive(Debug)]
 pub struct Call<'a, In, Out> {
     pub(crate) server: &'a Server<In, Out>,
     pub(crate) conn: &'a Conn<Out>,
     pub(crate) payload: RawPayload<'a>,
+    pub(crate) ack: Option<&'a std::sync::Arc<AckSlot>>,
 }
 
 /// A handler of one event of `In`, on a server sending `Out`.
@@ -86,26 +89,33 @@ impl<In: Events, Out: Events, H: Handler<In, Out>> DynHandler<In, Out> for H {
     }
 }
 
-/// What a handler may return: `()` or `Result<(), E>`.
+/// What a handler may return: `()` or `Result<T, E>`.
+///
+/// When the event was a request (it carried an ack id), `Ok(value)` is the
+/// reply (`Ok(())` leaves the reply to the event's other handlers, else it
+/// is `null`) and `Err(e)` an error reply carrying `e`'s `Display` text.
 #[diagnostic::on_unimplemented(
-    message = "handlers must return `()` or `Result<(), E>`, not `{Self}`",
+    message = "handlers must return `()` or `Result<T, E>`, not `{Self}`",
     label = "this return type is not allowed",
-    note = "an `Err(e)` is given to the server's `on_error` hook; `E` must convert into `Box<dyn Error + Send + Sync>`"
+    note = "`T` is the reply to a request and must be `Serialize`; an `Err(e)` is given to the server's `on_error` hook, so `E` must convert into `Box<dyn Error + Send + Sync>`"
 )]
 pub trait IntoHandlerResult {
     /// Converts the return value.
-    fn into_handler_result(self) -> Result<(), BoxError>;
+    fn into_handler_result(self) -> Result<Outcome, BoxError>;
 }
 
 impl IntoHandlerResult for () {
-    fn into_handler_result(self) -> Result<(), BoxError> {
-        Ok(())
+    fn into_handler_result(self) -> Result<Outcome, BoxError> {
+        Ok(Outcome::Done(None))
     }
 }
 
-impl<E: Into<BoxError>> IntoHandlerResult for Result<(), E> {
-    fn into_handler_result(self) -> Result<(), BoxError> {
-        self.map_err(Into::into)
+impl<T: serde::Serialize + Send + 'static, E: Into<BoxError>> IntoHandlerResult for Result<T, E> {
+    fn into_handler_result(self) -> Result<Outcome, BoxError> {
+        match self {
+            Ok(value) => Ok(Outcome::Done(reply_value(value))),
+            Err(err) => Err(err.into()),
+        }
     }
 }
 
@@ -216,4 +226,63 @@ pub(crate) type BoxHook<In, Out> =
 
 pub(crate) fn box_hook<In, Out, M, H: Hook<In, Out, M>>(hook: H) -> BoxHook<In, Out> {
     Box::new(move |parts| hook.call(parts))
+}
+
+/// The future of a guard: `Err` carries the refusal's text.
+#[doc(hidden)]
+pub type GuardFuture = Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'static>>;
+
+/// A handler guard, named in `#[liweb::handler(In::Event, guard = path)]`:
+/// an async function of extractors returning `Result<(), E>` where `E`
+/// implements `Display`; `M` is inferred.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a handler guard",
+    label = "not a guard",
+    note = "a guard is an `async fn` whose arguments are extractors (such as `Conn<Out>`, `State<T>` or `User<U>`) returning `Result<(), E>` where `E: Display`"
+)]
+pub trait Guard<In, Out, M>: Send + Sync + 'static {
+    /// Extracts the arguments and starts the check.
+    fn check(&self, parts: &ConnParts<'_, In, Out>) -> Result<GuardFuture, ExtractError>;
+}
+
+macro_rules! impl_guard {
+    ($($ty:ident),*) => {
+        #[allow(non_snake_case, unused_variables)]
+        impl<In, Out, F, Fut, E, $($ty,)*> Guard<In, Out, ($($ty,)*)> for F
+        where
+            F: Fn($($ty),*) -> Fut + Send + Sync + 'static,
+            Fut: Future<Output = Result<(), E>> + Send + 'static,
+            E: fmt::Display,
+            $($ty: FromConnParts<In, Out>,)*
+        {
+            fn check(&self, parts: &ConnParts<'_, In, Out>) -> Result<GuardFuture, ExtractError> {
+                $(let $ty = $ty::from_conn_parts(parts)?;)*
+                let future = (self)($($ty),*);
+                Ok(Box::pin(async move { future.await.map_err(|err| err.to_string()) }))
+            }
+        }
+    };
+}
+
+impl_guard!();
+impl_guard!(E1);
+impl_guard!(E1, E2);
+impl_guard!(E1, E2, E3);
+impl_guard!(E1, E2, E3, E4);
+impl_guard!(E1, E2, E3, E4, E5);
+impl_guard!(E1, E2, E3, E4, E5, E6);
+
+/// Starts a guard of a handler call; written by `#[liweb::handler]`.
+#[doc(hidden)]
+pub fn start_guard<K, In, Out, M, G>(
+    guard: G,
+    parts: &crate::extract::EventParts<'_, K, In, Out>,
+) -> Result<GuardFuture, ExtractError>
+where
+    K: EventKey<Events = In>,
+    In: Events,
+    Out: Events,
+    G: Guard<In, Out, M>,
+{
+    guard.check(parts.conn_parts())
 }

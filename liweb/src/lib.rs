@@ -93,6 +93,7 @@
 //! |----------|---------|-----------------|
 //! | `ws`     | yes     | the WebSocket transport on axum ([`Server::ws_route`]) |
 //! | `client` | no      | the typed Rust client ([`client::Client`]) |
+//! | `jwt`    | no      | the JWT authentication strategy ([`auth::Auth::jwt_hs256`]) |
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 // Without a transport the connection machinery has no caller yet.
@@ -103,6 +104,7 @@
 #[allow(unused_extern_crates)]
 extern crate self as liweb;
 
+mod ack;
 mod codec;
 mod conn;
 mod error;
@@ -114,6 +116,8 @@ mod protocol;
 mod room;
 mod server;
 
+pub mod auth;
+pub mod middleware;
 pub mod presence;
 pub mod state;
 
@@ -125,7 +129,8 @@ pub mod client;
 
 pub mod browser;
 
-pub use crate::codec::{Codec, CodecKind, Input, JsonCodec, JsonPayload, RawPayload};
+pub use crate::ack::{Ack, MultiRequest, Replies, Request, RequestError};
+pub use crate::codec::{Codec, CodecKind, Decoded, Input, JsonCodec, JsonPayload, RawPayload};
 pub use crate::conn::{Conn, ConnId, ConnMeta, DisconnectReason, Transport};
 pub use crate::error::{DecodeError, EmitError, EncodeError, ExtractError, HandlerError};
 pub use crate::event::{EventKey, Events, PayloadDecoder};
@@ -136,7 +141,7 @@ pub use crate::handler::{
 pub use crate::hooks::ErrorReport;
 pub use crate::protocol::{CloseCode, ErrorCode, ErrorPayload};
 pub use crate::room::{Channel, JoinError, JoinRejected, Room, RoomDefaults, Rooms};
-pub use crate::server::{Config, Server, ServerBuilder};
+pub use crate::server::{Config, Server, ServerBuilder, Stats, UpgradeRejection};
 
 /// Derives [`Events`] for an enum of events; see the [crate docs](crate).
 ///
@@ -162,8 +167,18 @@ pub use liweb_macros::Events;
 /// Every argument is an extractor: the event's payload (its type must be the
 /// variant's payload type), [`Conn<Out>`](Conn), [`State<T>`](State),
 /// [`Server<In, Out>`](Server), [`ConnMeta`], [`ConnId`] or any type
-/// implementing [`FromConnParts`]. The function returns `()` or
-/// `Result<(), E>`; an `Err` is reported through the server's error hook.
+/// implementing [`FromConnParts`] — [`Ack`] and [`User<U>`](auth::User)
+/// among them. The function returns `()` or `Result<T, E>`: when the event
+/// is a request (it carries an ack id), `Ok(value)` is the reply and `Err(e)`
+/// an error reply; every `Err` is also reported through the server's error
+/// hook.
+///
+/// Guards run before the handler and can refuse the event:
+/// `#[liweb::handler(In::Kick, guard = admin_only)]`, where `admin_only` is
+/// an `async fn` of extractors returning `Result<(), E>` with `E: Display`.
+/// A refusal skips the handler and answers the client with an `error` event
+/// (code `forbidden`, message `E`'s text), or an error reply to a request.
+/// Several `guard = ..` run in order; the first refusal wins.
 ///
 /// Pass the function by name to [`ServerBuilder::handler`]; the macro gives
 /// that name a handler type, and the original function stays callable as
@@ -212,16 +227,20 @@ macro_rules! handlers {
 
 /// The names most applications need: `use liweb::prelude::*;`.
 pub mod prelude {
+    pub use crate::auth::User;
     pub use crate::{
-        CloseCode, Conn, ConnId, ConnMeta, Events, FromConnParts, Server, State, handler,
+        Ack, CloseCode, Conn, ConnId, ConnMeta, Events, FromConnParts, Server, State, handler,
     };
 }
 
 #[doc(hidden)]
 pub mod __private {
     //! Items the macros expand to. Not public API.
+    pub use crate::ack::Outcome;
     pub use crate::extract::{EventParts, ViaParts, ViaPayload};
-    pub use crate::handler::{Call, HandlerEvent, HandlerTag, assert_exhaustive};
+    pub use crate::handler::{
+        Call, Guard, GuardFuture, HandlerEvent, HandlerTag, assert_exhaustive, start_guard,
+    };
     pub use serde;
     pub use std::boxed::Box;
     pub use std::result::Result;

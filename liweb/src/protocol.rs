@@ -4,6 +4,15 @@ use serde::{Deserialize, Serialize};
 
 /// The server's answer to bad input.
 pub(crate) const ERROR_EVENT: &str = "error";
+/// A reply to a request: `{"event":"__ack","ack":id,"payload":..}` or
+/// `{"event":"__ack","ack":id,"error":{..}}`, in both directions.
+pub(crate) const ACK_EVENT: &str = "__ack";
+/// Credentials, client to server.
+pub(crate) const AUTH_EVENT: &str = "__auth";
+/// Authentication succeeded: `{"user": ..}`.
+pub(crate) const AUTH_SUCCESS: &str = "auth:success";
+/// Authentication failed, or an event came before it: `{"reason": ..}`.
+pub(crate) const AUTH_ERROR: &str = "auth:error";
 /// A change of a synced room's state.
 pub(crate) const STATE_PATCH: &str = "state:patch";
 /// The whole state of a synced room, sent to a joiner.
@@ -49,6 +58,10 @@ pub enum CloseCode {
     SlowConsumer,
     /// 4004: nothing was received within the idle timeout.
     IdleTimeout,
+    /// 4005: the `__auth` payload was missing or malformed (`missing auth payload`).
+    AuthMissing,
+    /// 4006: no pong (or other traffic) answered a ping within the ping timeout.
+    PingTimeout,
     /// Any other code, as received or chosen by the application.
     Other(u16),
 }
@@ -69,6 +82,8 @@ impl CloseCode {
             Self::AuthTimeout => 4002,
             Self::SlowConsumer => 4003,
             Self::IdleTimeout => 4004,
+            Self::AuthMissing => 4005,
+            Self::PingTimeout => 4006,
             Self::Other(code) => code,
         }
     }
@@ -89,6 +104,8 @@ impl From<u16> for CloseCode {
             4002 => Self::AuthTimeout,
             4003 => Self::SlowConsumer,
             4004 => Self::IdleTimeout,
+            4005 => Self::AuthMissing,
+            4006 => Self::PingTimeout,
             other => Self::Other(other),
         }
     }
@@ -115,6 +132,18 @@ pub enum ErrorCode {
     UnsupportedFrame,
     /// A room's join guard refused the connection, or did not answer in time.
     JoinRejected,
+    /// A handler's guard refused the event; the handler did not run.
+    Forbidden,
+    /// A handler failed (returned an error or panicked); sent as the error
+    /// reply of a request.
+    HandlerFailed,
+    /// The connection sent more events per second than the server allows;
+    /// the event was dropped.
+    RateLimited,
+    /// A middleware refused the event, or did not pass it on in time.
+    Rejected,
+    /// No handler answered the request: the event has no handler.
+    NoHandler,
 }
 
 /// The payload of the reserved `error` event:

@@ -63,6 +63,9 @@ pub enum JoinError {
     /// The channel's join guard did not answer in time.
     #[error("join guard timed out")]
     TimedOut,
+    /// The connection has not authenticated; it cannot join rooms yet.
+    #[error("the connection has not authenticated")]
+    NotAuthenticated,
 }
 
 /// What a new room of a channel starts with; see
@@ -192,7 +195,7 @@ impl<Out: Events> RoomInner<Out> {
     /// Sends a reserved liweb event (state sync, presence) to members.
     fn send_reserved(&self, name: &str, payload: &impl Serialize, keep: impl Fn(ConnId) -> bool) {
         let mut frames =
-            EncodeOnce::new(|codec: crate::CodecKind| codec.encode_parts(name, payload));
+            EncodeOnce::new(|codec: crate::CodecKind| codec.encode_parts(name, None, payload));
         if let Err(err) = self.send(&mut frames, keep) {
             tracing::error!(room = %self.key, %err, event = name, "cannot encode a room event");
         }
@@ -548,15 +551,18 @@ impl<Out: Events> Room<Out> {
         if self.has(conn.id()) || conn.is_closed() {
             return Ok(false);
         }
-        if let Some(guard) = self.registry.guards.get(self.inner.key.channel()) {
-            if let Err(err) = self.run_guard(guard, conn).await {
-                conn.send_error(
-                    ErrorCode::JoinRejected,
-                    format!("cannot join `{}`: {err}", self.inner.key),
-                    None,
-                );
-                return Err(err);
-            }
+        if !conn.inner.is_open() {
+            return Err(JoinError::NotAuthenticated);
+        }
+        if let Some(guard) = self.registry.guards.get(self.inner.key.channel())
+            && let Err(err) = self.run_guard(guard, conn).await
+        {
+            conn.send_error(
+                ErrorCode::JoinRejected,
+                format!("cannot join `{}`: {err}", self.inner.key),
+                None,
+            );
+            return Err(err);
         }
         let key = &self.inner.key;
         let presence = presence_key(conn);
@@ -711,6 +717,40 @@ impl<Out: Events> Room<Out> {
             return Ok(false);
         };
         conn.emit(event).map(|()| true)
+    }
+
+    /// Sends `event` as a request to every member and collects their
+    /// replies as a stream, one per member:
+    ///
+    /// ```no_run
+    /// # use liweb::prelude::*;
+    /// # use std::time::Duration;
+    /// # use futures_util::StreamExt;
+    /// # #[derive(Events)] enum Out { Vote(String) }
+    /// # async fn ask(room: liweb::Room<Out>) -> Result<(), liweb::EncodeError> {
+    /// let mut replies = room
+    ///     .request::<bool>(Out::Vote("pizza?".into()))
+    ///     .timeout(Duration::from_secs(3))
+    ///     .send()?;
+    /// while let Some((member, reply)) = replies.next().await {
+    ///     println!("{member}: {reply:?}");
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn request<R: serde::de::DeserializeOwned + Send + 'static>(
+        &self,
+        event: Out,
+    ) -> crate::MultiRequest<Out, R> {
+        let conns = self
+            .current()
+            .map(|room| {
+                room.members()
+                    .values()
+                    .map(|member| member.conn.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        crate::MultiRequest::new(conns, event)
     }
 
     /// The room's state; see [`RoomState`].

@@ -3,23 +3,35 @@
 use std::{
     collections::HashMap,
     fmt,
+    future::Future,
     panic::AssertUnwindSafe,
-    sync::{Arc, RwLock},
+    pin::Pin,
+    sync::{
+        Arc, RwLock,
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
+    },
     time::Duration,
 };
 
 use futures_util::FutureExt;
+use tokio_util::sync::CancellationToken;
 
 use crate::{
-    codec::{CodecKind, EncodeOnce, InFrame},
-    conn::{Conn, ConnId, DisconnectReason},
+    ack::{self, AckSlot, MultiRequest, Outcome},
+    auth::{self, Auth, AuthConfig, AuthFailure, AuthReason, AuthUser, Verdict},
+    codec::{CodecKind, EncodeOnce, InFrame, RawPayload},
+    conn::{Conn, ConnId, ConnMeta, DisconnectReason},
     error::{EncodeError, HandlerError, panic_message},
     event::Events,
     extract,
     handler::{BoxHook, Call, DynHandler, Handler, HandlerList, Hook, IntoHandler, box_hook},
     hooks::ErrorReport,
+    middleware::{
+        self, Envelope, ErrorPolicy, Middleware, MiddlewareError, MiddlewareOptions, Next, Step,
+    },
     presence::{MemoryPresence, PresenceStore},
     protocol::ErrorCode,
+    protocol::{ACK_EVENT, AUTH_EVENT, CloseCode},
     room::{Channel, JoinGuard, JoinRejected, Registry, Room, RoomDefaults, Rooms},
     state::{MemoryStore, RoomKey, StateStore},
 };
@@ -41,6 +53,31 @@ pub struct Config {
     pub close_timeout: Duration,
     /// The transport's read buffer per connection, in bytes (default 4 KiB).
     pub read_buffer_size: usize,
+    /// How often the server pings each connection (default 25 s); `None`
+    /// turns the heartbeat off. WebSocket ping frames; browsers answer them
+    /// without any code.
+    pub ping_interval: Option<Duration>,
+    /// How long a ping may go unanswered before the connection is closed
+    /// with [`CloseCode::PingTimeout`](crate::CloseCode::PingTimeout)
+    /// (default 20 s). Any inbound frame counts as an answer.
+    pub ping_timeout: Duration,
+    /// Closes a connection that sends no event for this long, with
+    /// [`CloseCode::IdleTimeout`](crate::CloseCode::IdleTimeout); pongs do
+    /// not count. Off by default.
+    pub idle_timeout: Option<Duration>,
+    /// The most connections open at once, counting those still
+    /// authenticating; more upgrades are refused with `503 Service
+    /// Unavailable`. No limit by default.
+    pub max_connections: Option<usize>,
+    /// The most events one connection may send per second (a token bucket
+    /// holding one second's worth); an event over the limit is dropped and
+    /// answered with an `error` event of code `rate_limited`. No limit by
+    /// default.
+    pub max_events_per_second: Option<u32>,
+    /// The `Origin` values allowed to open connections; an upgrade with
+    /// another `Origin` is refused with `403 Forbidden`, one without an
+    /// `Origin` (a non-browser client) is accepted. Any origin by default.
+    pub allowed_origins: Option<Arc<[String]>>,
 }
 
 impl Default for Config {
@@ -50,11 +87,140 @@ impl Default for Config {
             max_queue_bytes: 1024 * 1024,
             close_timeout: Duration::from_secs(2),
             read_buffer_size: 4 * 1024,
+            ping_interval: Some(Duration::from_secs(25)),
+            ping_timeout: Duration::from_secs(20),
+            idle_timeout: None,
+            max_connections: None,
+            max_events_per_second: None,
+            allowed_origins: None,
         }
     }
 }
 
 type ErrorHook<Out> = Box<dyn Fn(ErrorReport<Out>) + Send + Sync>;
+type MessageHook<Out> = Box<dyn Fn(&Conn<Out>, &'static str) + Send + Sync>;
+pub(crate) type UpgradeHook = Arc<
+    dyn Fn(ConnMeta) -> Pin<Box<dyn Future<Output = Result<(), UpgradeRejection>> + Send>>
+        + Send
+        + Sync,
+>;
+
+/// An upgrade hook's refusal: the HTTP status and body the client gets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpgradeRejection {
+    /// The response status.
+    pub status: http::StatusCode,
+    /// The response body.
+    pub message: String,
+}
+
+impl UpgradeRejection {
+    /// A refusal with a status and a message.
+    pub fn new(status: http::StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+        }
+    }
+}
+
+/// Counters of what the server refused, dropped or closed; read them with
+/// [`Server::stats`].
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) rejected_origin: AtomicU64,
+    pub(crate) rejected_full: AtomicU64,
+    pub(crate) rejected_upgrade: AtomicU64,
+    pub(crate) rejected_shutdown: AtomicU64,
+    pub(crate) rate_limited: AtomicU64,
+    pub(crate) auth_failures: AtomicU64,
+    pub(crate) auth_timeouts: AtomicU64,
+    pub(crate) slow_consumers: AtomicU64,
+    pub(crate) ping_timeouts: AtomicU64,
+    pub(crate) idle_timeouts: AtomicU64,
+}
+
+/// A snapshot of the server's counters, from [`Server::stats`]. Every
+/// refusal, drop and policy close is counted here as well as logged.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Connections open to the application (authenticated, if auth is on).
+    pub connections: usize,
+    /// Connections of every state, those authenticating included.
+    pub live: usize,
+    /// Upgrades refused because of their `Origin` (403).
+    pub rejected_origin: u64,
+    /// Upgrades refused at the connection limit (503).
+    pub rejected_full: u64,
+    /// Upgrades refused by the upgrade hook.
+    pub rejected_upgrade: u64,
+    /// Upgrades refused during shutdown (503).
+    pub rejected_shutdown: u64,
+    /// Events dropped by the rate limit.
+    pub rate_limited: u64,
+    /// Authentications refused.
+    pub auth_failures: u64,
+    /// Authentications that did not finish in time.
+    pub auth_timeouts: u64,
+    /// Connections closed for reading too slowly.
+    pub slow_consumers: u64,
+    /// Connections closed for not answering pings.
+    pub ping_timeouts: u64,
+    /// Connections closed for being idle.
+    pub idle_timeouts: u64,
+}
+
+/// How many connections exist in any state, and a way to wait for none.
+#[derive(Debug, Default)]
+pub(crate) struct Live {
+    count: AtomicUsize,
+    idle: tokio::sync::Notify,
+}
+
+/// One place among the live connections, given back when dropped.
+#[derive(Debug)]
+pub(crate) struct LiveSlot(Arc<Live>);
+
+impl Drop for LiveSlot {
+    fn drop(&mut self) {
+        if self.0.count.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+impl Live {
+    /// Takes a place, unless `max` are taken.
+    pub(crate) fn acquire(self: &Arc<Self>, max: Option<usize>) -> Option<LiveSlot> {
+        let max = max.unwrap_or(usize::MAX);
+        self.count
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |count| {
+                (count < max).then_some(count + 1)
+            })
+            .ok()
+            .map(|_| LiveSlot(Arc::clone(self)))
+    }
+
+    fn count(&self) -> usize {
+        self.count.load(Ordering::Acquire)
+    }
+
+    /// Waits until no connection is left, or `deadline`; `true` when none is.
+    async fn wait_none(&self, deadline: tokio::time::Instant) -> bool {
+        loop {
+            let idle = self.idle.notified();
+            tokio::pin!(idle);
+            idle.as_mut().enable();
+            if self.count() == 0 {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, idle).await.is_err() {
+                return self.count() == 0;
+            }
+        }
+    }
+}
 
 /// The handlers of one event, in registration order.
 type Slot<In, Out> = Box<[Box<dyn DynHandler<In, Out>>]>;
@@ -65,7 +231,19 @@ pub(crate) struct Inner<In, Out> {
     conns: RwLock<HashMap<ConnId, Conn<Out>>>,
     on_connect: Vec<BoxHook<In, Out>>,
     on_disconnect: Vec<BoxHook<In, Out>>,
+    on_auth_success: Vec<BoxHook<In, Out>>,
+    on_auth_error: Vec<BoxHook<In, Out>>,
+    on_message: Option<MessageHook<Out>>,
+    pub(crate) on_upgrade: Option<UpgradeHook>,
     on_error: Option<ErrorHook<Out>>,
+    middleware: Vec<Step<In, Out>>,
+    pub(crate) auth: Option<AuthConfig>,
+    pub(crate) stats: Counters,
+    pub(crate) live: Arc<Live>,
+    /// Cancelled when shutdown starts: connections are asked to go away.
+    pub(crate) going_away: CancellationToken,
+    /// Cancelled when the shutdown deadline passes: connections end now.
+    pub(crate) killed: CancellationToken,
     pub(crate) rooms: Arc<Registry<Out>>,
     pub(crate) config: Config,
 }
@@ -178,6 +356,62 @@ impl<In: Events, Out: Events> Server<In, Out> {
         Ok(sent)
     }
 
+    /// Sends `event` as a request to every open connection and collects
+    /// their replies as a stream; see [`MultiRequest`].
+    pub fn request_all<R: serde::de::DeserializeOwned + Send + 'static>(
+        &self,
+        event: Out,
+    ) -> MultiRequest<Out, R> {
+        MultiRequest::new(self.connections(), event)
+    }
+
+    /// The server's counters: open connections, and every refusal, drop and
+    /// policy close so far.
+    pub fn stats(&self) -> Stats {
+        let counters = &self.inner.stats;
+        let read = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        Stats {
+            connections: self.connection_count(),
+            live: self.inner.live.count(),
+            rejected_origin: read(&counters.rejected_origin),
+            rejected_full: read(&counters.rejected_full),
+            rejected_upgrade: read(&counters.rejected_upgrade),
+            rejected_shutdown: read(&counters.rejected_shutdown),
+            rate_limited: read(&counters.rate_limited),
+            auth_failures: read(&counters.auth_failures),
+            auth_timeouts: read(&counters.auth_timeouts),
+            slow_consumers: read(&counters.slow_consumers),
+            ping_timeouts: read(&counters.ping_timeouts),
+            idle_timeouts: read(&counters.idle_timeouts),
+        }
+    }
+
+    /// Whether [`Server::shutdown`] has begun.
+    pub fn is_shutting_down(&self) -> bool {
+        self.inner.going_away.is_cancelled()
+    }
+
+    /// Shuts the server down gracefully: new upgrades are refused with
+    /// `503`, every connection is closed with
+    /// [`CloseCode::GoingAway`](crate::CloseCode::GoingAway) after what is
+    /// already queued for it, and each `on_disconnect` hook runs once. Waits
+    /// up to `deadline` for the connections to end, then ends the rest
+    /// without waiting for their close handshakes. Returns when every
+    /// connection is gone.
+    ///
+    /// The HTTP listener is the application's: stop it alongside, for
+    /// example with axum's `serve(..).with_graceful_shutdown(..)`.
+    pub async fn shutdown(&self, deadline: Duration) {
+        self.inner.going_away.cancel();
+        let at = tokio::time::Instant::now() + deadline;
+        if !self.inner.live.wait_none(at).await {
+            self.inner.killed.cancel();
+            // Every connection task stops at its next turn; this is quick.
+            let grace = tokio::time::Instant::now() + self.inner.config.close_timeout;
+            self.inner.live.wait_none(grace).await;
+        }
+    }
+
     fn read_conns(&self) -> std::sync::RwLockReadGuard<'_, HashMap<ConnId, Conn<Out>>> {
         self.inner
             .conns
@@ -203,25 +437,24 @@ impl<In: Events, Out: Events> Server<In, Out> {
 
     pub(crate) async fn fire_connect(&self, conn: &Conn<Out>) {
         for hook in &self.inner.on_connect {
-            self.run_hook(hook, conn, None).await;
+            self.run_hook(hook, conn, HookArgs::default()).await;
         }
     }
 
     pub(crate) async fn fire_disconnect(&self, conn: &Conn<Out>, reason: DisconnectReason) {
+        let args = HookArgs {
+            reason: Some(&reason),
+            ..HookArgs::default()
+        };
         for hook in &self.inner.on_disconnect {
-            self.run_hook(hook, conn, Some(&reason)).await;
+            self.run_hook(hook, conn, args).await;
         }
     }
 
-    async fn run_hook(
-        &self,
-        hook: &BoxHook<In, Out>,
-        conn: &Conn<Out>,
-        reason: Option<&DisconnectReason>,
-    ) {
-        let started = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            hook(&extract::parts(self, conn, reason))
-        }));
+    async fn run_hook(&self, hook: &BoxHook<In, Out>, conn: &Conn<Out>, args: HookArgs<'_>) {
+        let mut parts = extract::parts(self, conn, args.reason);
+        parts.auth_failure = args.failure;
+        let started = std::panic::catch_unwind(AssertUnwindSafe(|| hook(&parts)));
         let outcome = match started {
             Ok(Ok(future)) => AssertUnwindSafe(future)
                 .catch_unwind()
@@ -257,6 +490,64 @@ impl<In: Events, Out: Events> Server<In, Out> {
         }
     }
 
+    /// Ends a pending authentication with the strategy's verdict.
+    pub(crate) async fn finish_auth(&self, conn: &Conn<Out>, verdict: Verdict) {
+        let user = match verdict {
+            Ok(user) => user,
+            Err(failure) => return self.fail_auth(conn, failure).await,
+        };
+        let frame = match user.success_frame(conn.meta().codec()) {
+            Ok(frame) => frame,
+            Err(err) => {
+                let detail = format!("cannot encode the user: {err}");
+                tracing::error!(conn = %conn.id(), %detail, "authentication failed");
+                let failure = AuthFailure {
+                    reason: AuthReason::InvalidCredentials,
+                    detail: Some(detail),
+                };
+                return self.fail_auth(conn, failure).await;
+            }
+        };
+        // A timeout may have ended the attempt while the strategy ran.
+        if !conn.inner.settle_auth(true) {
+            return;
+        }
+        user.install(&conn.inner);
+        // `auth:success` is the first thing the connection hears once it is
+        // reachable, so it goes out before the connection is registered.
+        let _ = conn.send_encoded(frame);
+        self.register(conn);
+        for hook in &self.inner.on_auth_success {
+            self.run_hook(hook, conn, HookArgs::default()).await;
+        }
+        self.fire_connect(conn).await;
+    }
+
+    /// Fails a pending authentication: `auth:error`, the close code of the
+    /// cause, the `on_auth_error` hooks. Does nothing if it already ended.
+    pub(crate) async fn fail_auth(&self, conn: &Conn<Out>, failure: AuthFailure) {
+        if !conn.inner.settle_auth(false) {
+            return;
+        }
+        let counter = match failure.reason {
+            AuthReason::Timeout => &self.inner.stats.auth_timeouts,
+            _ => &self.inner.stats.auth_failures,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(conn = %conn.id(), reason = %failure.reason, detail = ?failure.detail, "authentication failed");
+        if let Ok(frame) = auth::error_frame(conn.meta().codec(), failure.reason.as_str()) {
+            let _ = conn.send_encoded(frame);
+        }
+        conn.close(failure.reason.close_code(), failure.reason.as_str());
+        let args = HookArgs {
+            failure: Some(&failure),
+            ..HookArgs::default()
+        };
+        for hook in &self.inner.on_auth_error {
+            self.run_hook(hook, conn, args).await;
+        }
+    }
+
     /// Dispatches one text frame as if `conn` had sent it; for benchmarks.
     #[doc(hidden)]
     pub async fn dispatch_text(&self, conn: &Conn<Out>, text: &'static str) {
@@ -265,7 +556,8 @@ impl<In: Events, Out: Events> Server<In, Out> {
     }
 
     /// Decodes one inbound frame and runs the handlers of its event in
-    /// registration order. Bad input is answered with an `error` event.
+    /// registration order. Bad input is answered with an `error` event (or,
+    /// for a request, an error reply).
     pub(crate) async fn dispatch(&self, conn: &Conn<Out>, codec: CodecKind, frame: InFrame) {
         let text = frame.is_text();
         if text != codec.is_text() {
@@ -277,44 +569,240 @@ impl<In: Events, Out: Events> Server<In, Out> {
             conn.send_error(ErrorCode::UnsupportedFrame, message.to_owned(), None);
             return;
         }
-        let frame = match codec.decode_frame(frame.input()) {
-            Ok(frame) => frame,
+        let raw = match codec.decode_frame(frame.input()) {
+            Ok(raw) => raw,
             Err(err) => {
                 conn.send_error(ErrorCode::BadFrame, err.to_string(), None);
                 return;
             }
         };
-        let Some(index) = In::index_of(&frame.event) else {
-            conn.send_error(
-                ErrorCode::UnknownEvent,
-                format!("unknown event `{}`", frame.event),
-                Some(&frame.event),
-            );
+        match &*raw.event {
+            ACK_EVENT => {
+                match raw.ack {
+                    Some(id) => ack::resolve(&conn.inner, id, raw.payload, raw.error),
+                    None => conn.send_error(
+                        ErrorCode::BadFrame,
+                        "`__ack` needs the `ack` id of the request it answers".to_owned(),
+                        Some(ACK_EVENT),
+                    ),
+                }
+                return;
+            }
+            // A second `__auth`, or one to a server without auth, is ignored.
+            AUTH_EVENT => {
+                if let (Some(auth), true) = (&self.inner.auth, conn.inner.is_auth_pending()) {
+                    let verdict = auth.check_credentials(raw.payload, conn.meta()).await;
+                    self.finish_auth(conn, verdict).await;
+                }
+                return;
+            }
+            _ => {}
+        }
+        if !conn.inner.is_open() {
+            if let Ok(frame) = auth::error_frame(codec, auth::NOT_AUTHENTICATED) {
+                let _ = conn.send_encoded(frame);
+            }
+            return;
+        }
+        let ack = raw.ack.map(|id| AckSlot::new(id, Arc::clone(&conn.inner)));
+        let Some(index) = In::index_of(&raw.event) else {
+            let message = format!("unknown event `{}`", raw.event);
+            match &ack {
+                Some(slot) => slot.reply_error(ErrorCode::UnknownEvent, message, Some(&raw.event)),
+                None => conn.send_error(ErrorCode::UnknownEvent, message, Some(&raw.event)),
+            }
             return;
         };
         let name = In::NAMES[index];
-        // The table has one slot per event index, built from `In::NAMES`.
-        let Some(handlers) = self.inner.table.get(index) else {
-            return;
+        if let Some(hook) = &self.inner.on_message
+            && let Err(panic) = std::panic::catch_unwind(AssertUnwindSafe(|| hook(conn, name)))
+        {
+            self.report(
+                conn,
+                Some(name),
+                HandlerError::HookPanicked(panic_message(&*panic)),
+            );
+        }
+        if self.inner.middleware.is_empty() {
+            self.run_handlers(conn, index, raw.payload, ack.as_ref())
+                .await;
+        } else {
+            drop(raw);
+            let envelope = Envelope {
+                conn: conn.clone(),
+                index,
+                event: name,
+                ack,
+                frame,
+            };
+            self.run_chain(0, envelope).await;
+        }
+    }
+
+    /// Runs middleware step `position` and, through it, the rest.
+    pub(crate) fn run_chain(
+        &self,
+        position: usize,
+        envelope: Envelope<Out>,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        Box::pin(async move {
+            let Some(step) = self.inner.middleware.get(position) else {
+                return self.run_final(envelope).await;
+            };
+            let conn = envelope.conn.clone();
+            let event = envelope.event;
+            let ack = envelope.ack.clone();
+            let passed = step
+                .options
+                .timeout
+                .map(|_| Arc::new(AtomicBool::new(false)));
+            let next = Next {
+                server: self.clone(),
+                position: position + 1,
+                passed: passed.clone(),
+            };
+            let future = AssertUnwindSafe(step.middleware.call(envelope, next)).catch_unwind();
+            let result = match (step.options.timeout, &passed) {
+                (Some(timeout), Some(passed)) => {
+                    match middleware::until_passed(future, passed, timeout).await {
+                        Some(result) => result,
+                        None => {
+                            return self.middleware_failed(
+                                &conn,
+                                ack.as_deref(),
+                                &step.options.on_error,
+                                MiddlewareError::TimedOut { event, timeout },
+                            );
+                        }
+                    }
+                }
+                _ => future.await,
+            };
+            let error = match result {
+                Ok(Ok(())) => return,
+                Ok(Err(source)) => MiddlewareError::Failed { event, source },
+                Err(panic) => MiddlewareError::Failed {
+                    event,
+                    source: format!("middleware panicked: {}", panic_message(&*panic)).into(),
+                },
+            };
+            self.middleware_failed(&conn, ack.as_deref(), &step.options.on_error, error);
+        })
+    }
+
+    fn middleware_failed(
+        &self,
+        conn: &Conn<Out>,
+        ack: Option<&AckSlot>,
+        policy: &ErrorPolicy,
+        error: MiddlewareError,
+    ) {
+        tracing::debug!(conn = %conn.id(), %error, "middleware stopped an event");
+        if let Some(slot) = ack {
+            slot.reply_error(ErrorCode::Rejected, error.to_string(), None);
+        }
+        match policy {
+            ErrorPolicy::Ignore => {}
+            ErrorPolicy::Close => {
+                conn.close(CloseCode::PolicyViolation, "rejected by middleware");
+            }
+            ErrorPolicy::Callback(callback) => {
+                let id = conn.id();
+                if let Err(panic) =
+                    std::panic::catch_unwind(AssertUnwindSafe(|| callback(id, &error)))
+                {
+                    tracing::error!(
+                        panic = panic_message(&*panic),
+                        "a middleware error callback panicked"
+                    );
+                }
+            }
+        }
+    }
+
+    /// The end of the middleware chain: the handlers.
+    async fn run_final(&self, envelope: Envelope<Out>) {
+        let codec = envelope.conn.meta().codec();
+        // Read the envelope again for the payload: it was checked on the way in.
+        let raw = match codec.decode_frame(envelope.frame.input()) {
+            Ok(raw) => raw,
+            Err(err) => {
+                envelope
+                    .conn
+                    .send_error(ErrorCode::BadFrame, err.to_string(), None);
+                return;
+            }
         };
+        self.run_handlers(
+            &envelope.conn,
+            envelope.index,
+            raw.payload,
+            envelope.ack.as_ref(),
+        )
+        .await;
+    }
+
+    /// Runs the handlers of event `index` in registration order, answering a
+    /// request with the first reply (or `null`, or the first error).
+    async fn run_handlers(
+        &self,
+        conn: &Conn<Out>,
+        index: usize,
+        payload: RawPayload<'_>,
+        ack: Option<&Arc<AckSlot>>,
+    ) {
+        let name = In::NAMES[index];
+        // The table has one slot per event index, built from `In::NAMES`.
+        let handlers = self
+            .inner
+            .table
+            .get(index)
+            .map_or(&[][..], |slot| &slot[..]);
+        if handlers.is_empty() {
+            if let Some(slot) = ack {
+                let message = format!("event `{name}` has no handler");
+                slot.reply_error(ErrorCode::NoHandler, message, Some(name));
+            }
+            return;
+        }
         for handler in handlers {
             let call = Call {
                 server: self,
                 conn,
-                payload: frame.payload,
+                payload,
+                ack,
             };
             let future = match std::panic::catch_unwind(AssertUnwindSafe(|| handler.call(call))) {
                 Ok(Ok(future)) => future,
                 Ok(Err(crate::error::ExtractError::Decode(err))) => {
                     // Every handler of the slot decodes the same type: none can run.
-                    conn.send_error(ErrorCode::BadPayload, err.to_string(), Some(name));
+                    match ack {
+                        Some(slot) => {
+                            slot.reply_error(ErrorCode::BadPayload, err.to_string(), Some(name))
+                        }
+                        None => conn.send_error(ErrorCode::BadPayload, err.to_string(), Some(name)),
+                    }
                     return;
                 }
                 Ok(Err(err)) => {
+                    if let Some(slot) = ack {
+                        slot.reply_error(
+                            ErrorCode::HandlerFailed,
+                            "handler not run".into(),
+                            Some(name),
+                        );
+                    }
                     self.report(conn, Some(name), HandlerError::Extract(err));
                     continue;
                 }
                 Err(panic) => {
+                    if let Some(slot) = ack {
+                        slot.reply_error(
+                            ErrorCode::HandlerFailed,
+                            "handler panicked".into(),
+                            Some(name),
+                        );
+                    }
                     self.report(
                         conn,
                         Some(name),
@@ -324,16 +812,50 @@ impl<In: Events, Out: Events> Server<In, Out> {
                 }
             };
             match AssertUnwindSafe(future).catch_unwind().await {
-                Ok(Ok(())) => {}
-                Ok(Err(err)) => self.report(conn, Some(name), HandlerError::Returned(err)),
-                Err(panic) => self.report(
-                    conn,
-                    Some(name),
-                    HandlerError::Panicked(panic_message(&*panic)),
-                ),
+                Ok(Ok(Outcome::Done(reply))) => {
+                    if let (Some(slot), Some(reply)) = (ack, reply)
+                        && let Err(err) = slot.reply(reply)
+                    {
+                        tracing::debug!(conn = %conn.id(), event = name, %err, "reply not sent");
+                    }
+                }
+                Ok(Ok(Outcome::Rejected(reason))) => match ack {
+                    Some(slot) => slot.reply_error(ErrorCode::Forbidden, reason, Some(name)),
+                    None => conn.send_error(ErrorCode::Forbidden, reason, Some(name)),
+                },
+                Ok(Err(err)) => {
+                    if let Some(slot) = ack {
+                        slot.reply_error(ErrorCode::HandlerFailed, err.to_string(), Some(name));
+                    }
+                    self.report(conn, Some(name), HandlerError::Returned(err));
+                }
+                Err(panic) => {
+                    if let Some(slot) = ack {
+                        slot.reply_error(
+                            ErrorCode::HandlerFailed,
+                            "handler panicked".into(),
+                            Some(name),
+                        );
+                    }
+                    self.report(
+                        conn,
+                        Some(name),
+                        HandlerError::Panicked(panic_message(&*panic)),
+                    );
+                }
             }
         }
+        if let Some(slot) = ack {
+            slot.reply_null();
+        }
     }
+}
+
+/// What a hook may extract beyond the connection and the server.
+#[derive(Clone, Copy, Default)]
+struct HookArgs<'a> {
+    reason: Option<&'a DisconnectReason>,
+    failure: Option<&'a AuthFailure>,
 }
 
 /// Builds a [`Server`]: handlers, state, hooks and limits.
@@ -342,7 +864,13 @@ pub struct ServerBuilder<In, Out> {
     states: http::Extensions,
     on_connect: Vec<BoxHook<In, Out>>,
     on_disconnect: Vec<BoxHook<In, Out>>,
+    on_auth_success: Vec<BoxHook<In, Out>>,
+    on_auth_error: Vec<BoxHook<In, Out>>,
+    on_message: Option<MessageHook<Out>>,
+    on_upgrade: Option<UpgradeHook>,
     on_error: Option<ErrorHook<Out>>,
+    middleware: Vec<Step<In, Out>>,
+    auth: Option<AuthConfig>,
     state_store: Option<Arc<dyn StateStore>>,
     presence_store: Option<Arc<dyn PresenceStore>>,
     presence_ttl: Duration,
@@ -367,7 +895,13 @@ impl<In: Events, Out: Events> ServerBuilder<In, Out> {
             states: http::Extensions::new(),
             on_connect: Vec::new(),
             on_disconnect: Vec::new(),
+            on_auth_success: Vec::new(),
+            on_auth_error: Vec::new(),
+            on_message: None,
+            on_upgrade: None,
             on_error: None,
+            middleware: Vec::new(),
+            auth: None,
             state_store: None,
             presence_store: None,
             presence_ttl: Duration::from_secs(5 * 60),
@@ -422,6 +956,131 @@ impl<In: Events, Out: Events> ServerBuilder<In, Out> {
     /// panics. Without it they are only logged through `tracing`.
     pub fn on_error(mut self, hook: impl Fn(ErrorReport<Out>) + Send + Sync + 'static) -> Self {
         self.on_error = Some(Box::new(hook));
+        self
+    }
+
+    /// Turns authentication on with a strategy; see [`auth`](crate::auth).
+    pub fn auth<U: AuthUser>(mut self, auth: Auth<U>) -> Self {
+        self.auth = Some(auth.config);
+        self
+    }
+
+    /// Runs `hook` when a connection authenticates, before `on_connect`.
+    /// [`User<U>`](crate::auth::User) is an extractor here.
+    pub fn on_auth_success<M, H: Hook<In, Out, M>>(mut self, hook: H) -> Self {
+        self.on_auth_success.push(box_hook(hook));
+        self
+    }
+
+    /// Runs `hook` when a connection fails to authenticate (refused, bad
+    /// payload, timeout), after `auth:error` is sent and the close begun.
+    /// [`AuthFailure`] is an extractor here. A client that disconnects
+    /// while authenticating does not fire it.
+    pub fn on_auth_error<M, H: Hook<In, Out, M>>(mut self, hook: H) -> Self {
+        self.on_auth_error.push(box_hook(hook));
+        self
+    }
+
+    /// Calls `hook` with the connection and the event's wire name for every
+    /// event of `In` that passed authentication and the rate limit, before
+    /// middleware and handlers; for metrics and logs. Keep it quick: it runs
+    /// inline.
+    pub fn on_message(
+        mut self,
+        hook: impl Fn(&Conn<Out>, &'static str) + Send + Sync + 'static,
+    ) -> Self {
+        self.on_message = Some(Box::new(hook));
+        self
+    }
+
+    /// Checks every upgrade request before it becomes a connection; an
+    /// `Err` refuses it with that HTTP status and no connection (and no
+    /// hook) comes of it.
+    ///
+    /// ```
+    /// # use liweb::prelude::*;
+    /// # #[derive(Events)] enum In { Ping }
+    /// # #[derive(Events)] enum Out { Pong }
+    /// use liweb::UpgradeRejection;
+    ///
+    /// let server = Server::<In, Out>::builder()
+    ///     .on_upgrade(|meta: ConnMeta| async move {
+    ///         match meta.headers().get("x-api-key") {
+    ///             Some(_) => Ok(()),
+    ///             None => Err(UpgradeRejection::new(http::StatusCode::UNAUTHORIZED, "no key")),
+    ///         }
+    ///     })
+    ///     .build();
+    /// ```
+    pub fn on_upgrade<F, Fut>(mut self, hook: F) -> Self
+    where
+        F: Fn(ConnMeta) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), UpgradeRejection>> + Send + 'static,
+    {
+        self.on_upgrade = Some(Arc::new(move |meta| Box::pin(hook(meta))));
+        self
+    }
+
+    /// Adds a middleware step around dispatch, after those added before; see
+    /// [`middleware`](crate::middleware).
+    pub fn middleware<M: Middleware<In, Out>>(self, middleware: M) -> Self {
+        self.middleware_with(middleware, MiddlewareOptions::default())
+    }
+
+    /// Adds a middleware step with a timeout and an error policy.
+    pub fn middleware_with<M: Middleware<In, Out>>(
+        mut self,
+        middleware: M,
+        options: MiddlewareOptions,
+    ) -> Self {
+        self.middleware.push(Step {
+            middleware: Box::new(middleware),
+            options,
+        });
+        self
+    }
+
+    /// The heartbeat: a ping every `interval`, and a close when one goes
+    /// unanswered for `timeout`; see [`Config::ping_interval`].
+    pub fn heartbeat(mut self, interval: Duration, timeout: Duration) -> Self {
+        self.config.ping_interval = Some(interval);
+        self.config.ping_timeout = timeout;
+        self
+    }
+
+    /// Turns the heartbeat off.
+    pub fn no_heartbeat(mut self) -> Self {
+        self.config.ping_interval = None;
+        self
+    }
+
+    /// Closes connections that send nothing for `timeout`; see
+    /// [`Config::idle_timeout`].
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.config.idle_timeout = Some(timeout);
+        self
+    }
+
+    /// The most connections at once; see [`Config::max_connections`].
+    pub fn max_connections(mut self, max: usize) -> Self {
+        self.config.max_connections = Some(max);
+        self
+    }
+
+    /// The most events per second per connection; see
+    /// [`Config::max_events_per_second`].
+    pub fn max_events_per_second(mut self, max: u32) -> Self {
+        self.config.max_events_per_second = Some(max);
+        self
+    }
+
+    /// The origins allowed to connect; see [`Config::allowed_origins`].
+    pub fn allowed_origins<I, S>(mut self, origins: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.config.allowed_origins = Some(origins.into_iter().map(Into::into).collect());
         self
     }
 
@@ -523,7 +1182,17 @@ impl<In: Events, Out: Events> ServerBuilder<In, Out> {
                 conns: RwLock::new(HashMap::new()),
                 on_connect: self.on_connect,
                 on_disconnect: self.on_disconnect,
+                on_auth_success: self.on_auth_success,
+                on_auth_error: self.on_auth_error,
+                on_message: self.on_message,
+                on_upgrade: self.on_upgrade,
                 on_error: self.on_error,
+                middleware: self.middleware,
+                auth: self.auth,
+                stats: Counters::default(),
+                live: Arc::default(),
+                going_away: CancellationToken::new(),
+                killed: CancellationToken::new(),
                 rooms: Registry::new(
                     self.state_store
                         .unwrap_or_else(|| Arc::new(MemoryStore::default())),

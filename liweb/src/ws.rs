@@ -1,6 +1,6 @@
 //! The WebSocket transport: an axum route that upgrades and runs connections.
 
-use std::{future::ready, net::SocketAddr};
+use std::{future::ready, net::SocketAddr, panic::AssertUnwindSafe, sync::atomic::Ordering};
 
 use axum::{
     extract::{
@@ -10,16 +10,22 @@ use axum::{
     response::{IntoResponse, Response},
     routing::MethodRouter,
 };
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
+use http::StatusCode;
 use tokio_tungstenite::tungstenite;
 
 use crate::{
     codec::{CodecKind, Frame, FrameData, InFrame},
     conn::{self, ConnMeta, Inbound, Outbound, Transport},
+    error::panic_message,
     event::Events,
     protocol::CloseCode,
-    server::Server,
+    server::{Server, UpgradeRejection},
 };
+
+fn refuse(status: StatusCode, message: &str) -> Response {
+    (status, message.to_owned()).into_response()
+}
 
 impl<In: Events, Out: Events> Server<In, Out> {
     /// An axum route that upgrades `GET` requests to WebSocket connections of
@@ -38,7 +44,11 @@ impl<In: Events, Out: Events> Server<In, Out> {
     /// ```
     ///
     /// A request that is not a WebSocket upgrade gets axum's rejection
-    /// (`400`/`405`/`426`).
+    /// (`400`/`405`/`426`). Upgrades are refused with `403` for an `Origin`
+    /// not on [`Config::allowed_origins`](crate::Config::allowed_origins),
+    /// `503` at [`Config::max_connections`](crate::Config::max_connections)
+    /// or during [`Server::shutdown`], and with the hook's status when
+    /// [`ServerBuilder::on_upgrade`](crate::ServerBuilder::on_upgrade) refuses.
     pub fn ws_route<S: Clone + Send + Sync + 'static>(&self) -> MethodRouter<S> {
         let server = self.clone();
         axum::routing::get(move |request: Request| {
@@ -53,6 +63,25 @@ impl<In: Events, Out: Events> Server<In, Out> {
             Ok(upgrade) => upgrade,
             Err(rejection) => return rejection.into_response(),
         };
+        let stats = &self.inner.stats;
+        if self.is_shutting_down() {
+            stats.rejected_shutdown.fetch_add(1, Ordering::Relaxed);
+            return refuse(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the server is shutting down",
+            );
+        }
+        if let (Some(allowed), Some(origin)) = (
+            &self.config().allowed_origins,
+            parts.headers.get(http::header::ORIGIN),
+        ) && !allowed
+            .iter()
+            .any(|allowed| allowed.as_bytes() == origin.as_bytes())
+        {
+            stats.rejected_origin.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(?origin, "upgrade refused: origin not allowed");
+            return refuse(StatusCode::FORBIDDEN, "origin not allowed");
+        }
         let remote_addr = parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
@@ -65,12 +94,40 @@ impl<In: Events, Out: Events> Server<In, Out> {
             Transport::WebSocket,
             CodecKind::Json,
         );
+        if let Some(hook) = self.inner.on_upgrade.clone() {
+            let verdict = AssertUnwindSafe(hook(meta.clone())).catch_unwind().await;
+            let rejection = match verdict {
+                Ok(Ok(())) => None,
+                Ok(Err(rejection)) => Some(rejection),
+                Err(panic) => {
+                    tracing::error!(panic = panic_message(&*panic), "the upgrade hook panicked");
+                    Some(UpgradeRejection::new(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "upgrade check failed",
+                    ))
+                }
+            };
+            if let Some(rejection) = rejection {
+                stats.rejected_upgrade.fetch_add(1, Ordering::Relaxed);
+                return refuse(rejection.status, &rejection.message);
+            }
+        }
+        // The place is taken before the upgrade and given back when the
+        // connection ends, or when the upgrade never completes.
+        let Some(slot) = self.inner.live.acquire(self.config().max_connections) else {
+            stats.rejected_full.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!("upgrade refused: connection limit reached");
+            return refuse(StatusCode::SERVICE_UNAVAILABLE, "too many connections");
+        };
         let config = self.config();
         upgrade
             .read_buffer_size(config.read_buffer_size)
             .max_message_size(config.max_frame_size)
             .max_frame_size(config.max_frame_size)
-            .on_upgrade(move |socket| run_socket(self, meta, socket))
+            .on_upgrade(move |socket| async move {
+                run_socket(self, meta, socket).await;
+                drop(slot);
+            })
     }
 }
 
@@ -104,7 +161,9 @@ fn inbound(item: Result<Message, axum::Error>) -> Option<Inbound> {
     match item {
         Ok(Message::Text(text)) => Some(Inbound::Frame(InFrame::Text(text))),
         Ok(Message::Binary(bytes)) => Some(Inbound::Frame(InFrame::Binary(bytes))),
-        Ok(Message::Ping(_) | Message::Pong(_)) => None,
+        // tungstenite answers pings itself.
+        Ok(Message::Ping(_)) => None,
+        Ok(Message::Pong(_)) => Some(Inbound::Pong),
         Ok(Message::Close(frame)) => Some(Inbound::Close(frame.map(|frame| {
             (
                 CloseCode::from(frame.code),
@@ -144,6 +203,7 @@ fn message(out: Outbound) -> Result<Message, axum::Error> {
         Outbound::Frame(Frame {
             data: FrameData::Binary(bytes),
         }) => Message::Binary(bytes),
+        Outbound::Ping => Message::Ping(bytes::Bytes::new()),
         Outbound::Close(code, reason) => Message::Close(Some(CloseFrame {
             code: code.as_u16(),
             reason: Utf8Bytes::from(reason),

@@ -397,11 +397,11 @@ async fn fanout(addr: &str, n: usize, m: usize, rate: u64, pad: usize) -> Res<Ro
                     message = ws.next() => match message {
                         Some(Ok(Message::Text(text))) => {
                             let now = now_us();
-                            if let Ok(incoming) = serde_json::from_str::<Incoming<'_>>(text.as_str()) {
-                                if incoming.event == "msg" {
-                                    samples.push(now.saturating_sub(incoming.payload.ts));
-                                    last = Some(Instant::now());
-                                }
+                            if let Ok(incoming) = serde_json::from_str::<Incoming<'_>>(text.as_str())
+                                && incoming.event == "msg"
+                            {
+                                samples.push(now.saturating_sub(incoming.payload.ts));
+                                last = Some(Instant::now());
                             }
                         }
                         Some(Ok(_)) => {}

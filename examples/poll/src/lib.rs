@@ -254,10 +254,10 @@ async fn on_vote(
             option,
             round: *round,
         });
-        if let Some(previous) = previous {
-            if let Err(err) = state.decrement(&poll.key(previous.option), 1).await {
-                tracing::error!(%err, "cannot take back a moved vote");
-            }
+        if let Some(previous) = previous
+            && let Err(err) = state.decrement(&poll.key(previous.option), 1).await
+        {
+            tracing::error!(%err, "cannot take back a moved vote");
         }
     }
     // Still under the round's lock: a reset's `reset` event cannot slip

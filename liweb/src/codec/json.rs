@@ -6,10 +6,11 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use serde_json::value::RawValue;
 
-use super::{Codec, Input};
+use super::{Codec, Decoded, Input};
 use crate::{
     error::{DecodeError, EncodeError},
     event::PayloadDecoder,
+    protocol::{ACK_EVENT, ErrorPayload},
 };
 
 /// The JSON codec, the default.
@@ -48,6 +49,23 @@ struct Envelope<'a> {
     event: Cow<'a, str>,
     #[serde(borrow, default)]
     payload: Option<&'a RawValue>,
+    #[serde(default)]
+    ack: Option<u64>,
+    #[serde(borrow, default)]
+    error: Option<&'a RawValue>,
+}
+
+/// An outbound message. `ack` and `error` are left out when absent, so a
+/// plain event is exactly `{"event":..,"payload":..}`.
+#[derive(Serialize)]
+struct OutEnvelope<'a, P: ?Sized> {
+    event: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ack: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    payload: Option<&'a P>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'a ErrorPayload>,
 }
 
 impl Codec for JsonCodec {
@@ -55,24 +73,49 @@ impl Codec for JsonCodec {
     const TEXT: bool = true;
     type Payload<'a> = JsonPayload<'a>;
 
-    fn decode_frame(frame: Input<'_>) -> Result<(Cow<'_, str>, JsonPayload<'_>), DecodeError> {
+    fn decode_frame(frame: Input<'_>) -> Result<Decoded<'_, JsonPayload<'_>>, DecodeError> {
         let envelope: Envelope<'_> = match frame {
             Input::Text(text) => serde_json::from_str(text),
             Input::Binary(bytes) => serde_json::from_slice(bytes),
         }
         .map_err(DecodeError::frame)?;
         let payload = envelope.payload.unwrap_or_else(|| null());
-        Ok((envelope.event, JsonPayload(payload)))
+        Ok(Decoded {
+            event: envelope.event,
+            payload: JsonPayload(payload),
+            ack: envelope.ack,
+            error: envelope.error.map(JsonPayload),
+        })
     }
 
-    fn encode<P: Serialize + ?Sized>(name: &str, payload: &P) -> Result<Bytes, EncodeError> {
+    fn encode<P: Serialize + ?Sized>(
+        name: &str,
+        ack: Option<u64>,
+        payload: &P,
+    ) -> Result<Bytes, EncodeError> {
         let mut out = Vec::with_capacity(64);
         out.extend_from_slice(b"{\"event\":");
         serde_json::to_writer(&mut out, name).map_err(EncodeError::new)?;
+        if let Some(ack) = ack {
+            out.extend_from_slice(b",\"ack\":");
+            serde_json::to_writer(&mut out, &ack).map_err(EncodeError::new)?;
+        }
         out.extend_from_slice(b",\"payload\":");
         serde_json::to_writer(&mut out, payload).map_err(EncodeError::new)?;
         out.push(b'}');
         Ok(Bytes::from(out))
+    }
+
+    fn encode_error_reply(ack: u64, error: &ErrorPayload) -> Result<Bytes, EncodeError> {
+        let envelope = OutEnvelope::<()> {
+            event: ACK_EVENT,
+            ack: Some(ack),
+            payload: None,
+            error: Some(error),
+        };
+        serde_json::to_vec(&envelope)
+            .map(Bytes::from)
+            .map_err(EncodeError::new)
     }
 }
 

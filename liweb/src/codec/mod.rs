@@ -18,6 +18,7 @@ pub use self::json::{JsonCodec, JsonPayload};
 use crate::{
     error::{DecodeError, EncodeError},
     event::{Events, PayloadDecoder, PayloadOf},
+    protocol::ErrorPayload,
 };
 
 /// A wire format for liweb messages.
@@ -29,11 +30,33 @@ pub trait Codec: Send + Sync + 'static {
     /// A payload still in this codec's format, borrowed from its frame.
     type Payload<'a>: PayloadDecoder<Error = DecodeError> + Copy;
 
-    /// Reads one frame's envelope: the wire name and the undecoded payload.
-    fn decode_frame(frame: Input<'_>) -> Result<(Cow<'_, str>, Self::Payload<'_>), DecodeError>;
+    /// Reads one frame's envelope: the wire name, the acknowledgement id and
+    /// the undecoded payload (and error, for an error reply).
+    fn decode_frame(frame: Input<'_>) -> Result<Decoded<'_, Self::Payload<'_>>, DecodeError>;
 
-    /// Encodes one message from its wire name and payload.
-    fn encode<P: Serialize + ?Sized>(name: &str, payload: &P) -> Result<Bytes, EncodeError>;
+    /// Encodes one message from its wire name, acknowledgement id and payload.
+    fn encode<P: Serialize + ?Sized>(
+        name: &str,
+        ack: Option<u64>,
+        payload: &P,
+    ) -> Result<Bytes, EncodeError>;
+
+    /// Encodes the error reply to the request with acknowledgement id `ack`.
+    fn encode_error_reply(ack: u64, error: &ErrorPayload) -> Result<Bytes, EncodeError>;
+}
+
+/// An inbound envelope as a [`Codec`] reads it.
+#[derive(Debug)]
+pub struct Decoded<'a, P> {
+    /// The wire name.
+    pub event: Cow<'a, str>,
+    /// The payload, still encoded (null when absent).
+    pub payload: P,
+    /// The acknowledgement id: on a request, the id its reply must carry;
+    /// on a reply (`__ack`), the id of the request it answers.
+    pub ack: Option<u64>,
+    /// On an error reply, the error, still encoded.
+    pub error: Option<P>,
 }
 
 /// One inbound frame as a codec reads it. Text frames come already checked
@@ -120,18 +143,35 @@ impl CodecKind {
 
     /// Encodes one event.
     pub(crate) fn encode<E: Events>(self, event: &E) -> Result<Frame, EncodeError> {
-        self.encode_parts(event.name(), &PayloadOf(event))
+        self.encode_parts(event.name(), None, &PayloadOf(event))
     }
 
-    /// Encodes a message from its wire name and payload.
+    /// Encodes a message from its wire name, acknowledgement id and payload.
     pub(crate) fn encode_parts<P: Serialize + ?Sized>(
         self,
         name: &str,
+        ack: Option<u64>,
         payload: &P,
     ) -> Result<Frame, EncodeError> {
         let bytes = match self {
-            Self::Json => JsonCodec::encode(name, payload)?,
+            Self::Json => JsonCodec::encode(name, ack, payload)?,
         };
+        self.frame(bytes)
+    }
+
+    /// Encodes the error reply to request `ack`.
+    pub(crate) fn encode_error_reply(
+        self,
+        ack: u64,
+        error: &ErrorPayload,
+    ) -> Result<Frame, EncodeError> {
+        let bytes = match self {
+            Self::Json => JsonCodec::encode_error_reply(ack, error)?,
+        };
+        self.frame(bytes)
+    }
+
+    fn frame(self, bytes: Bytes) -> Result<Frame, EncodeError> {
         // A text frame is checked as UTF-8 here, once per message, not once
         // per recipient when the transport writes it.
         let data = if self.is_text() {
@@ -145,9 +185,11 @@ impl CodecKind {
     /// Reads the envelope of one inbound frame, leaving the payload undecoded.
     pub(crate) fn decode_frame(self, frame: Input<'_>) -> Result<RawFrame<'_>, DecodeError> {
         match self {
-            Self::Json => JsonCodec::decode_frame(frame).map(|(event, payload)| RawFrame {
-                event,
-                payload: RawPayload::Json(payload),
+            Self::Json => JsonCodec::decode_frame(frame).map(|decoded| RawFrame {
+                event: decoded.event,
+                payload: RawPayload::Json(decoded.payload),
+                ack: decoded.ack,
+                error: decoded.error.map(RawPayload::Json),
             }),
         }
     }
@@ -159,6 +201,8 @@ impl CodecKind {
 pub(crate) struct RawFrame<'a> {
     pub(crate) event: Cow<'a, str>,
     pub(crate) payload: RawPayload<'a>,
+    pub(crate) ack: Option<u64>,
+    pub(crate) error: Option<RawPayload<'a>>,
 }
 
 /// A payload not yet decoded, borrowed from the frame it arrived in.
