@@ -5,7 +5,9 @@
 //   (cd .ci/browser && npm ci && node chat-smoke.mjs)
 //
 // Env: CHAT_URL (default http://127.0.0.1:3001/), SCREENSHOT_DIR (default
-// /tmp/liweb-screenshots), CHROMIUM (default /usr/bin/chromium).
+// /tmp/liweb-screenshots), CHROMIUM (default /usr/bin/chromium), CHAT_SECRET
+// (the server's LIWEB_SECRET: each page first gets a wrong secret, must show
+// the refusal and ask again, then gets the right one).
 // Exits non-zero on any failure; screenshots are saved either way.
 
 import { mkdir } from "node:fs/promises";
@@ -16,6 +18,8 @@ const CHAT_URL = process.env.CHAT_URL || "http://127.0.0.1:3001/";
 const SCREENSHOT_DIR = process.env.SCREENSHOT_DIR || "/tmp/liweb-screenshots";
 const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
 const WAIT_MS = 10_000;
+const CHAT_SECRET = process.env.CHAT_SECRET || "";
+const SHOTS = CHAT_SECRET ? "chat-secret" : "chat";
 
 const problems = []; // console errors, page errors, failed requests
 
@@ -44,6 +48,25 @@ async function waitOpen(page, name) {
   ).catch((err) => {
     throw new Error(`${name}: #state never showed "open" with a welcome id: ${err.message}`);
   });
+}
+
+/** Answers the secret prompt: a wrong secret first, which must be refused, then the right one. */
+async function login(page, name) {
+  await page.waitForSelector("#login:not([hidden])", { timeout: WAIT_MS }).catch((err) => {
+    throw new Error(`${name}: the page never asked for the secret: ${err.message}`);
+  });
+  await page.fill("#secret", `not-${CHAT_SECRET}`);
+  await page.click("#login-button");
+  await page.waitForFunction(
+    () => document.querySelector("#login-error")?.textContent === "invalid secret" &&
+      !document.querySelector("#login")?.hidden,
+    null,
+    { timeout: WAIT_MS },
+  ).catch((err) => {
+    throw new Error(`${name}: a wrong secret was not refused with "invalid secret": ${err.message}`);
+  });
+  await page.fill("#secret", CHAT_SECRET);
+  await page.click("#login-button");
 }
 
 /** Waits until `#online` shows `n`. */
@@ -117,8 +140,10 @@ async function main() {
     watch(b, "page B");
 
     await a.goto(CHAT_URL, { timeout: WAIT_MS });
+    if (CHAT_SECRET) await login(a, "page A");
     await waitOpen(a, "page A");
     await b.goto(CHAT_URL, { timeout: WAIT_MS });
+    if (CHAT_SECRET) await login(b, "page B");
     await waitOpen(b, "page B");
 
     await waitOnline(a, "page A", 2);
@@ -126,19 +151,20 @@ async function main() {
     const meA = await a.textContent("#me");
     const meB = await b.textContent("#me");
     check(meA !== meB, `both pages show the same id ${meA}`);
+    check(/^guest-[0-9a-f]{8}$/.test(meA), `page A should show a server-issued name, not ${meA}`);
 
     const fromA = `hello from A ${Date.now()}`;
     await send(a, fromA);
     const aSeesA = await waitMessage(a, "page A", fromA);
     const bSeesA = await waitMessage(b, "page B", fromA);
-    check(aSeesA.own && aSeesA.author === "you", `page A should mark its own message: ${JSON.stringify(aSeesA)}`);
+    check(aSeesA.own && aSeesA.author === `${meA} (you)`, `page A should mark its own message: ${JSON.stringify(aSeesA)}`);
     check(!bSeesA.own && bSeesA.author === meA, `page B should credit ${meA}: ${JSON.stringify(bSeesA)}`);
 
     const fromB = `and hello back from B ${Date.now()}`;
     await send(b, fromB);
     const bSeesB = await waitMessage(b, "page B", fromB);
     const aSeesB = await waitMessage(a, "page A", fromB);
-    check(bSeesB.own && bSeesB.author === "you", `page B should mark its own message: ${JSON.stringify(bSeesB)}`);
+    check(bSeesB.own && bSeesB.author === `${meB} (you)`, `page B should mark its own message: ${JSON.stringify(bSeesB)}`);
     check(!aSeesB.own && aSeesB.author === meB, `page A should credit ${meB}: ${JSON.stringify(aSeesB)}`);
 
     check(problems.length === 0, `browser reported problems:\n  ${problems.join("\n  ")}`);
@@ -146,7 +172,7 @@ async function main() {
     failure = err;
   } finally {
     for (const [name, page] of pages) {
-      const file = path.join(SCREENSHOT_DIR, `chat-${name}.png`);
+      const file = path.join(SCREENSHOT_DIR, `${SHOTS}-${name}.png`);
       try {
         await page.screenshot({ path: file, timeout: WAIT_MS });
         console.log(`screenshot: ${file}`);
@@ -157,7 +183,8 @@ async function main() {
     await browser.close();
   }
   if (failure) throw failure;
-  console.log(`chat smoke OK: two tabs on ${CHAT_URL} exchanged messages, online count 2`);
+  const mode = CHAT_SECRET ? " after a refused and an accepted secret" : "";
+  console.log(`chat smoke OK: two tabs on ${CHAT_URL} exchanged messages${mode}, online count 2`);
 }
 
 // A hard cap in case something hangs outside the bounded waits.

@@ -2,10 +2,17 @@
 //
 // Wire protocol: WebSocket JSON text frames `{"event": string, "payload": any}`
 // in both directions; a missing payload means null. The server may send the
-// reserved event `error` with payload `{code, message, event?}`.
+// reserved event `error` with payload `{code, message, event?}`. A request
+// carries an `ack` id and is answered by `{"event": "__ack", "ack": id,
+// "payload": any}` or `{"event": "__ack", "ack": id, "error": {code, message}}`,
+// in both directions. Credentials go in `__auth`; the server answers
+// `auth:success {user}` or `auth:error {reason}`.
 
 const LOCAL_EVENTS = new Set(["open", "close", "state"]);
 const MAX_QUEUE = 100;
+const ACK = "__ack";
+// Close codes after which retrying cannot help: the credentials were refused.
+const AUTH_FAILED = new Set([4001, 4005]);
 
 /**
  * Resolve a possibly relative URL against `location`, mapping http(s) to ws(s).
@@ -31,11 +38,15 @@ function resolveUrl(url) {
 export class LiwebClient {
   /**
    * @param {string} url WebSocket URL; may be relative (e.g. "/ws").
-   * @param {{reconnect?: boolean, minDelayMs?: number, maxDelayMs?: number}} [options]
+   * @param {{reconnect?: boolean, minDelayMs?: number, maxDelayMs?: number, auth?: any}} [options]
+   *   `auth`: credentials sent as `__auth` on every (re)connect, or a function returning them.
    */
-  constructor(url, { reconnect = true, minDelayMs = 250, maxDelayMs = 5000 } = {}) {
+  constructor(url, { reconnect = true, minDelayMs = 250, maxDelayMs = 5000, auth = undefined } = {}) {
     this.url = resolveUrl(url);
-    this.options = { reconnect, minDelayMs, maxDelayMs: Math.max(minDelayMs, maxDelayMs) };
+    this.options = { reconnect, minDelayMs, maxDelayMs: Math.max(minDelayMs, maxDelayMs), auth };
+    this._nextAck = 1;
+    this._pending = new Map(); // ack id -> {resolve, reject, timer}
+    this._responders = new Map(); // event -> (payload) => reply
     this._listeners = new Map(); // event -> Array<{fn, once}>
     this._queue = []; // serialized frames waiting for an open socket
     this._ws = null;
@@ -116,6 +127,60 @@ export class LiwebClient {
   }
 
   /**
+   * Send an event as a request and wait for the server's reply (the
+   * handler's return value). Rejects on an error reply, on timeout, or when
+   * the connection closes first.
+   * @param {string} event
+   * @param {any} [payload] defaults to null.
+   * @param {{timeoutMs?: number}} [options]
+   * @returns {Promise<any>}
+   */
+  request(event, payload = null, { timeoutMs = 10000 } = {}) {
+    if (!this._ws || this._ws.readyState !== WebSocket.OPEN) {
+      return Promise.reject(new Error("liweb: not connected"));
+    }
+    const ack = this._nextAck++;
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this._pending.delete(ack);
+        reject(new Error(`liweb: no reply to "${event}" within ${timeoutMs} ms`));
+      }, timeoutMs);
+      this._pending.set(ack, { resolve, reject, timer });
+      this._ws.send(JSON.stringify({ event, payload, ack }));
+    });
+  }
+
+  /**
+   * Answer the server's requests of `event` with `fn(payload)` (a value or a
+   * Promise); a throw or rejection becomes an error reply.
+   * @param {string} event
+   * @param {(payload: any) => any} fn
+   */
+  onRequest(event, fn) {
+    this._responders.set(event, fn);
+  }
+
+  _reply(ack, fn, payload) {
+    Promise.resolve()
+      .then(() => fn(payload))
+      .then(
+        (value) => ({ event: ACK, ack, payload: value === undefined ? null : value }),
+        (err) => ({ event: ACK, ack, error: { code: "handler_failed", message: String(err?.message ?? err) } }),
+      )
+      .then((frame) => {
+        if (this._ws && this._ws.readyState === WebSocket.OPEN) this._ws.send(JSON.stringify(frame));
+      });
+  }
+
+  _failPending(err) {
+    for (const { reject, timer } of this._pending.values()) {
+      clearTimeout(timer);
+      reject(err);
+    }
+    this._pending.clear();
+  }
+
+  /**
    * Close the connection and disable reconnection until the next `connect()`.
    * @param {number} [code=1000]
    * @param {string} [reason=""]
@@ -129,6 +194,7 @@ export class LiwebClient {
     this._ws = null; // detach: late socket callbacks are ignored
     this._setState("closed");
     if (ws) this._dispatch("close", { code, reason });
+    this._failPending(new Error("liweb: connection closed by client"));
     this._settle(new Error("liweb: connection closed by client"));
   }
 
@@ -177,6 +243,9 @@ export class LiwebClient {
       if (this._ws !== ws) return;
       this._attempt = 0;
       this._setState("open");
+      // Credentials go first: the server handles a connection's frames in order.
+      const auth = typeof this.options.auth === "function" ? this.options.auth() : this.options.auth;
+      if (auth !== undefined && auth !== null) ws.send(JSON.stringify({ event: "__auth", payload: auth }));
       const queued = this._queue;
       this._queue = [];
       for (const frame of queued) ws.send(frame);
@@ -193,13 +262,28 @@ export class LiwebClient {
         return; // ignore malformed frames
       }
       if (!msg || typeof msg.event !== "string" || LOCAL_EVENTS.has(msg.event)) return;
-      this._dispatch(msg.event, msg.payload === undefined ? null : msg.payload);
+      const payload = msg.payload === undefined ? null : msg.payload;
+      if (msg.event === ACK) {
+        const waiter = this._pending.get(msg.ack);
+        if (!waiter) return;
+        this._pending.delete(msg.ack);
+        clearTimeout(waiter.timer);
+        if (msg.error) waiter.reject(Object.assign(new Error(msg.error.message), { code: msg.error.code }));
+        else waiter.resolve(payload);
+        return;
+      }
+      if (typeof msg.ack === "number" && this._responders.has(msg.event)) {
+        this._reply(msg.ack, this._responders.get(msg.event), payload);
+        return;
+      }
+      this._dispatch(msg.event, payload);
     };
 
     ws.onclose = (e) => {
       if (this._ws !== ws) return;
       this._ws = null;
-      const retry = !this._stopped && this.options.reconnect;
+      this._failPending(new Error(`liweb: connection closed (${e.code})`));
+      const retry = !this._stopped && this.options.reconnect && !AUTH_FAILED.has(e.code);
       this._setState(retry ? "reconnecting" : "closed");
       this._dispatch("close", { code: e.code, reason: e.reason });
       if (retry) this._schedule();

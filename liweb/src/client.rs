@@ -24,6 +24,12 @@
 //! }
 //! # Ok(()) }
 //! ```
+//!
+//! Requests go both ways: [`Client::request`] sends an event with an ack id
+//! and waits for the server's reply; a server request arrives as
+//! [`Incoming::Request`] with a [`Responder`], or is answered by a function
+//! given to [`Client::on_request`]. [`Client::authenticate`] sends `__auth`
+//! and waits for the server's verdict.
 
 use std::{
     collections::HashMap,
@@ -34,9 +40,16 @@ use std::{
     task::{Context, Poll},
 };
 
+use std::{
+    future::{Future, IntoFuture},
+    sync::atomic::{AtomicU64, Ordering},
+    time::Duration,
+};
+
 use bytes::Bytes;
 use futures_util::{SinkExt, Stream, StreamExt};
-use tokio::sync::mpsc;
+use serde::{Serialize, de::DeserializeOwned};
+use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::{
     self, Message,
     client::IntoClientRequest,
@@ -47,7 +60,10 @@ use crate::{
     codec::{CodecKind, Input, RawPayload},
     error::{DecodeError, EncodeError},
     event::{EventKey, Events, PayloadDecoder},
-    protocol::{CloseCode, ERROR_EVENT, ErrorPayload},
+    protocol::{
+        ACK_EVENT, AUTH_ERROR, AUTH_EVENT, AUTH_SUCCESS, CloseCode, ERROR_EVENT, ErrorCode,
+        ErrorPayload,
+    },
 };
 
 /// What can go wrong with a client.
@@ -63,6 +79,18 @@ pub enum ClientError {
     /// The event could not be serialized.
     #[error(transparent)]
     Encode(#[from] EncodeError),
+    /// No reply within the timeout.
+    #[error("no reply within {0:?}")]
+    Timeout(Duration),
+    /// The server answered a request with an error reply.
+    #[error("the server replied with an error: {}", .0.message)]
+    Rejected(ErrorPayload),
+    /// The server refused authentication; the `auth:error` reason.
+    #[error("authentication refused: {0}")]
+    AuthRejected(String),
+    /// A reply could not be decoded as the expected type.
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
 }
 
 /// One thing the server sent.
@@ -80,23 +108,85 @@ pub enum Incoming<Rx> {
         /// Why it could not be decoded.
         error: DecodeError,
     },
+    /// A request from the server: answer it with the [`Responder`] (or it
+    /// times out on the server). Requests of events with an
+    /// [`Client::on_request`] function are answered by it instead.
+    Request(Rx, Responder),
+    /// `auth:error` the client did not wait for with
+    /// [`Client::authenticate`], with its reason (`not authenticated`, `auth timeout`, ...).
+    AuthError(String),
     /// The connection ended; the server's close code and reason, if it sent a
     /// close frame. Always the last item.
     Closed(Option<(CloseCode, String)>),
 }
 
-type Listener = Box<dyn Fn(RawPayload<'_>) -> Result<(), DecodeError> + Send + Sync>;
+/// Answers one server request; see [`Incoming::Request`].
+#[derive(Debug)]
+pub struct Responder {
+    id: u64,
+    commands: mpsc::UnboundedSender<Command>,
+}
 
+impl Responder {
+    /// Replies with `value`.
+    pub fn reply<T: Serialize + ?Sized>(self, value: &T) -> Result<(), ClientError> {
+        let frame = CodecKind::Json.encode_parts(ACK_EVENT, Some(self.id), value)?;
+        send(&self.commands, frame.into_bytes())
+    }
+
+    /// Replies with an error carrying `message`.
+    pub fn reply_error(self, message: impl Into<String>) -> Result<(), ClientError> {
+        let error = ErrorPayload {
+            code: ErrorCode::HandlerFailed,
+            message: message.into(),
+            event: None,
+        };
+        let frame = CodecKind::Json.encode_error_reply(self.id, &error)?;
+        send(&self.commands, frame.into_bytes())
+    }
+}
+
+fn send(commands: &mpsc::UnboundedSender<Command>, bytes: Bytes) -> Result<(), ClientError> {
+    commands
+        .send(Command::Send(bytes))
+        .map_err(|_| ClientError::Closed)
+}
+
+type Listener = Box<dyn Fn(RawPayload<'_>) -> Result<(), DecodeError> + Send + Sync>;
+/// Answers a server request from its payload: the reply frame, or why not.
+type RequestFn = Box<dyn Fn(RawPayload<'_>, u64) -> Result<Bytes, ClientError> + Send + Sync>;
+/// Takes the reply to one of this client's requests.
+type Waiter = Box<dyn for<'a> FnOnce(Result<RawPayload<'a>, ErrorPayload>) + Send>;
+/// Takes the verdict of `__auth`: the user's JSON, or the reason.
+type AuthWaiter = oneshot::Sender<Result<String, String>>;
+
+#[derive(Debug)]
 enum Command {
     Send(Bytes),
     Close(CloseCode, String),
+}
+
+/// What the client's task shares with the handles.
+#[derive(Default)]
+struct Shared {
+    listeners: Mutex<HashMap<usize, Vec<Listener>>>,
+    responders: Mutex<HashMap<usize, RequestFn>>,
+    waiters: Mutex<HashMap<u64, Waiter>>,
+    auth: Mutex<Option<AuthWaiter>>,
+    next_id: AtomicU64,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// A typed WebSocket client of a liweb server; see the [module docs](self).
 pub struct Client<Rx, Tx> {
     commands: mpsc::UnboundedSender<Command>,
     incoming: mpsc::UnboundedReceiver<Incoming<Rx>>,
-    listeners: Arc<Mutex<HashMap<usize, Vec<Listener>>>>,
+    shared: Arc<Shared>,
     _tx: PhantomData<fn(Tx)>,
 }
 
@@ -122,19 +212,81 @@ impl<Rx: Events, Tx: Events> Client<Rx, Tx> {
         let (socket, _response) = tokio_tungstenite::connect_async(request).await?;
         let (commands, command_rx) = mpsc::unbounded_channel();
         let (incoming_tx, incoming) = mpsc::unbounded_channel();
-        let listeners: Arc<Mutex<HashMap<usize, Vec<Listener>>>> = Arc::default();
+        let shared = Arc::new(Shared {
+            next_id: AtomicU64::new(1),
+            ..Shared::default()
+        });
         tokio::spawn(run::<Rx>(
             socket,
             command_rx,
+            // Only the handles keep the command channel open; the task's
+            // own sender (for responders) must not, or dropping the client
+            // would never close the connection.
+            commands.downgrade(),
             incoming_tx,
-            Arc::clone(&listeners),
+            Arc::clone(&shared),
         ));
         Ok(Self {
             commands,
             incoming,
-            listeners,
+            shared,
             _tx: PhantomData,
         })
+    }
+
+    /// Sends `__auth` with `credentials` and waits (up to 10 s) for the
+    /// server's verdict: the user from `auth:success`, decoded as `U`, or
+    /// [`ClientError::AuthRejected`] with the `auth:error` reason.
+    pub async fn authenticate<U: DeserializeOwned>(
+        &self,
+        credentials: &impl Serialize,
+    ) -> Result<U, ClientError> {
+        let (tx, rx) = oneshot::channel();
+        *lock(&self.shared.auth) = Some(tx);
+        let frame = CodecKind::Json.encode_parts(AUTH_EVENT, None, credentials)?;
+        send(&self.commands, frame.into_bytes())?;
+        let timeout = Duration::from_secs(10);
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(Ok(user))) => serde_json::from_str(&user)
+                .map_err(|err| ClientError::Decode(DecodeError::payload_message(err))),
+            Ok(Ok(Err(reason))) => Err(ClientError::AuthRejected(reason)),
+            Ok(Err(_closed)) => Err(ClientError::Closed),
+            Err(_elapsed) => Err(ClientError::Timeout(timeout)),
+        }
+    }
+
+    /// Sends `event` as a request and waits for the server's reply, decoded
+    /// as `R` (the handler's return value): `client.request(ev).timeout(d).await`.
+    pub fn request<R>(&self, event: Tx) -> ClientRequest<R> {
+        let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
+        let frame = CodecKind::Json
+            .encode_parts(event.name(), Some(id), &crate::event::PayloadOf(&event))
+            .map(|frame| frame.into_bytes());
+        ClientRequest {
+            id,
+            frame,
+            commands: self.commands.clone(),
+            shared: Arc::clone(&self.shared),
+            timeout: crate::ack::DEFAULT_REQUEST_TIMEOUT,
+            _reply: PhantomData,
+        }
+    }
+
+    /// Answers the server's requests of event `K` with `respond`'s return
+    /// value. They are then not queued for [`Client::recv`].
+    pub fn on_request<K, R, F>(&self, respond: F)
+    where
+        K: EventKey<Events = Rx>,
+        R: Serialize,
+        F: Fn(K::Payload) -> R + Send + Sync + 'static,
+    {
+        let respond: RequestFn = Box::new(move |payload, id| {
+            let reply = respond(payload.decode::<K::Payload>()?);
+            Ok(CodecKind::Json
+                .encode_parts(ACK_EVENT, Some(id), &reply)?
+                .into_bytes())
+        });
+        lock(&self.shared.responders).insert(K::INDEX, respond);
     }
 
     /// Sends one event to the server.
@@ -163,9 +315,7 @@ impl<Rx: Events, Tx: Events> Client<Rx, Tx> {
             listener(payload.decode::<K::Payload>()?);
             Ok(())
         });
-        self.listeners
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        lock(&self.shared.listeners)
             .entry(K::INDEX)
             .or_default()
             .push(listener);
@@ -193,14 +343,73 @@ impl<Rx, Tx> Stream for Client<Rx, Tx> {
     }
 }
 
+/// A request of this client; await it for the reply. Made by [`Client::request`].
+#[must_use = "a request does nothing until awaited"]
+pub struct ClientRequest<R> {
+    id: u64,
+    frame: Result<Bytes, EncodeError>,
+    commands: mpsc::UnboundedSender<Command>,
+    shared: Arc<Shared>,
+    timeout: Duration,
+    _reply: PhantomData<fn() -> R>,
+}
+
+impl<R> fmt::Debug for ClientRequest<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientRequest")
+            .field("id", &self.id)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<R> ClientRequest<R> {
+    /// How long to wait for the reply (default 10 s).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+}
+
+impl<R: DeserializeOwned + Send + 'static> IntoFuture for ClientRequest<R> {
+    type Output = Result<R, ClientError>;
+    type IntoFuture = Pin<Box<dyn Future<Output = Self::Output> + Send>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(async move {
+            let bytes = self.frame?;
+            let (tx, rx) = oneshot::channel();
+            let waiter: Waiter = Box::new(move |result: Result<RawPayload<'_>, ErrorPayload>| {
+                let value = match result {
+                    Ok(payload) => payload.decode::<R>().map_err(ClientError::Decode),
+                    Err(error) => Err(ClientError::Rejected(error)),
+                };
+                let _ = tx.send(value);
+            });
+            lock(&self.shared.waiters).insert(self.id, waiter);
+            let outcome = match send(&self.commands, bytes) {
+                Ok(()) => match tokio::time::timeout(self.timeout, rx).await {
+                    Ok(Ok(result)) => result,
+                    Ok(Err(_closed)) => Err(ClientError::Closed),
+                    Err(_elapsed) => Err(ClientError::Timeout(self.timeout)),
+                },
+                Err(err) => Err(err),
+            };
+            lock(&self.shared.waiters).remove(&self.id);
+            outcome
+        })
+    }
+}
+
 type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 async fn run<Rx: Events>(
     mut socket: Socket,
     mut commands: mpsc::UnboundedReceiver<Command>,
+    command_tx: mpsc::WeakUnboundedSender<Command>,
     incoming: mpsc::UnboundedSender<Incoming<Rx>>,
-    listeners: Arc<Mutex<HashMap<usize, Vec<Listener>>>>,
+    shared: Arc<Shared>,
 ) {
     let mut close = None;
     let mut commands_open = true;
@@ -225,7 +434,8 @@ async fn run<Rx: Events>(
             },
             message = socket.next() => match message {
                 Some(Ok(Message::Text(text))) => {
-                    if let Some(item) = decode::<Rx>(text.as_str(), &listeners) {
+                    let Some(commands) = command_tx.upgrade() else { continue };
+                    if let Some(item) = decode::<Rx>(text.as_str(), &shared, &commands) {
                         let _ = incoming.send(item);
                     }
                 }
@@ -243,12 +453,24 @@ async fn run<Rx: Events>(
             },
         }
     }
+    // Waiting requests see the connection closed.
+    lock(&shared.waiters).clear();
+    lock(&shared.auth).take();
     let _ = incoming.send(Incoming::Closed(close));
+}
+
+#[derive(serde::Deserialize)]
+struct AuthPayload {
+    #[serde(default)]
+    user: Option<Box<serde_json::value::RawValue>>,
+    #[serde(default)]
+    reason: Option<String>,
 }
 
 fn decode<Rx: Events>(
     text: &str,
-    listeners: &Mutex<HashMap<usize, Vec<Listener>>>,
+    shared: &Shared,
+    commands: &mpsc::UnboundedSender<Command>,
 ) -> Option<Incoming<Rx>> {
     let frame = match CodecKind::Json.decode_frame(Input::Text(text)) {
         Ok(frame) => frame,
@@ -258,11 +480,52 @@ fn decode<Rx: Events>(
         event: Some(frame.event.to_string()),
         error,
     };
-    if frame.event == ERROR_EVENT {
-        return Some(match frame.payload.decode::<ErrorPayload>() {
-            Ok(error) => Incoming::Error(error),
-            Err(error) => malformed(error),
-        });
+    match &*frame.event {
+        ERROR_EVENT => {
+            return Some(match frame.payload.decode::<ErrorPayload>() {
+                Ok(error) => Incoming::Error(error),
+                Err(error) => malformed(error),
+            });
+        }
+        ACK_EVENT => {
+            let waiter = frame.ack.and_then(|id| lock(&shared.waiters).remove(&id));
+            if let Some(waiter) = waiter {
+                let result = match frame.error {
+                    None => Ok(frame.payload),
+                    Some(error) => {
+                        Err(error
+                            .decode::<ErrorPayload>()
+                            .unwrap_or_else(|err| ErrorPayload {
+                                code: ErrorCode::HandlerFailed,
+                                message: format!("malformed error reply: {err}"),
+                                event: None,
+                            }))
+                    }
+                };
+                waiter(result);
+            }
+            return None;
+        }
+        AUTH_SUCCESS | AUTH_ERROR => {
+            let payload: AuthPayload = match frame.payload.decode() {
+                Ok(payload) => payload,
+                Err(error) => return Some(malformed(error)),
+            };
+            let verdict = match (&*frame.event, payload.user, payload.reason) {
+                (AUTH_SUCCESS, Some(user), _) => Ok(user.get().to_owned()),
+                (AUTH_SUCCESS, None, _) => Ok("null".to_owned()),
+                (_, _, reason) => Err(reason.unwrap_or_default()),
+            };
+            match (lock(&shared.auth).take(), verdict) {
+                (Some(waiter), verdict) => {
+                    let _ = waiter.send(verdict);
+                    return None;
+                }
+                (None, Err(reason)) => return Some(Incoming::AuthError(reason)),
+                (None, Ok(_)) => return None,
+            }
+        }
+        _ => {}
     }
     let Some(index) = Rx::index_of(&frame.event) else {
         return Some(malformed(DecodeError::frame(format_args!(
@@ -270,10 +533,34 @@ fn decode<Rx: Events>(
             frame.event
         ))));
     };
+    if let Some(id) = frame.ack {
+        {
+            let responders = lock(&shared.responders);
+            if let Some(respond) = responders.get(&index) {
+                match respond(frame.payload, id) {
+                    Ok(bytes) => {
+                        let _ = send(commands, bytes);
+                        return None;
+                    }
+                    Err(ClientError::Decode(error)) => return Some(malformed(error)),
+                    Err(_) => return None,
+                }
+            }
+        }
+        return match Rx::decode(index, frame.payload) {
+            Some(Ok(event)) => Some(Incoming::Request(
+                event,
+                Responder {
+                    id,
+                    commands: commands.clone(),
+                },
+            )),
+            Some(Err(error)) => Some(malformed(error)),
+            None => Some(malformed(DecodeError::frame("event index out of range"))),
+        };
+    }
     {
-        let listeners = listeners
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let listeners = lock(&shared.listeners);
         if let Some(listeners) = listeners.get(&index).filter(|list| !list.is_empty()) {
             for listener in listeners {
                 if let Err(error) = listener(frame.payload) {

@@ -744,6 +744,11 @@ pub(crate) async fn run<In, Out, R, W>(
                         conn.send_error(ErrorCode::RateLimited, "too many events; this one was dropped".to_owned(), None);
                         continue;
                     }
+                    // A reply is handed over at once, not queued behind the
+                    // handler that may be waiting for it.
+                    if server.take_reply(&conn, codec, &frame) {
+                        continue;
+                    }
                     if inflight.is_terminated() {
                         inflight.set(server.dispatch(&conn, codec, frame).fuse());
                     } else {

@@ -555,6 +555,35 @@ impl<In: Events, Out: Events> Server<In, Out> {
             .await;
     }
 
+    /// Resolves the pending request a reply (`__ack`) answers; `false` when
+    /// the frame is not a reply. Only frames that mention `__ack` at all are
+    /// decoded here, so ordinary events are still read once.
+    pub(crate) fn take_reply(&self, conn: &Conn<Out>, codec: CodecKind, frame: &InFrame) -> bool {
+        let mentions = match frame {
+            InFrame::Text(text) => text.as_str().contains(ACK_EVENT),
+            InFrame::Binary(bytes) => bytes
+                .windows(ACK_EVENT.len())
+                .any(|w| w == ACK_EVENT.as_bytes()),
+        };
+        if !mentions || frame.is_text() != codec.is_text() {
+            return false;
+        }
+        match codec.decode_frame(frame.input()) {
+            Ok(raw) if raw.event == ACK_EVENT => {
+                match raw.ack {
+                    Some(id) => ack::resolve(&conn.inner, id, raw.payload, raw.error),
+                    None => conn.send_error(
+                        ErrorCode::BadFrame,
+                        "`__ack` needs the `ack` id of the request it answers".to_owned(),
+                        Some(ACK_EVENT),
+                    ),
+                }
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Decodes one inbound frame and runs the handlers of its event in
     /// registration order. Bad input is answered with an `error` event (or,
     /// for a request, an error reply).

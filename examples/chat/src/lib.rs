@@ -3,11 +3,22 @@
 //! ```text
 //! cargo run -p chat            # then open http://127.0.0.1:3001 in two tabs
 //! LIWEB_ADDR=0.0.0.0:8080 cargo run -p chat
+//! LIWEB_SECRET=let-me-in cargo run -p chat   # the page asks for the secret
 //! ```
 //!
+//! Every client has a server-issued user name (`name`): with `LIWEB_SECRET`
+//! set, the shared-secret strategy's user id (`guest-` and eight hex
+//! digits); without, the same form made from the connection id. Clients
+//! never choose it.
+//!
 //! Wire contract (kept backward compatible; outside tools drive it):
-//! - a client that connects gets `welcome {"id", "online"}` and is put in the
-//!   room `general`, where the others get `user:joined {"room", "id", "online"}`;
+//! - with a secret, a client first sends `__auth {"secret"}` and gets
+//!   `auth:success {"user": {"id"}}` or `auth:error {"reason"}` and a close
+//!   (4001 `invalid secret`, 4002 `auth timeout`, 4005 `missing auth payload`);
+//!   nothing below happens before `auth:success`. `GET /config.json` says
+//!   whether a secret is needed: `{"auth": "secret"}` or `{"auth": "none"}`;
+//! - a client that connects gets `welcome {"id", "online", "name"}` and is put in the
+//!   room `general`, where the others get `user:joined {"room", "id", "online", "name"}`;
 //! - client → server `join {"room"}`: the joiner gets
 //!   `joined {"room", "online", "history"}` (also for a room it is already
 //!   in, such as `general`) and, if it was not a member, the others get
@@ -16,9 +27,11 @@
 //! - client → server `chat:message {"text", "room"?}` (room `general` when
 //!   absent): every member of the room, the sender included, gets
 //!   `chat:message {"id", "text", "ts", "room"}`, and the message joins the
-//!   room's history (the last 50 are kept, in the room's state);
+//!   room's history (the last 50 are kept, in the room's state); the message
+//!   also carries the sender's `name`;
 //! - client → server `typing {"room"}`: the other members get `typing {"room", "id"}`;
-//! - when a client disconnects, everyone gets `user:left {"id", "online"}`.
+//! - when a client disconnects, everyone gets `user:left {"id", "online", "name"}`
+//!   (`user:left` after a `leave` carries `name` too).
 //!
 //! `online` counts the room's members, or the server's connections in
 //! `welcome` and in the disconnect `user:left`. A room and its history go
@@ -27,7 +40,11 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::{Router, response::Html, routing::get};
-use liweb::{Room, RoomDefaults, prelude::*};
+use liweb::{
+    Room, RoomDefaults,
+    auth::{Auth, SecretUser},
+    prelude::*,
+};
 use serde::{Deserialize, Serialize};
 
 /// The longest chat message accepted, in characters.
@@ -73,6 +90,9 @@ pub struct Message {
     pub room: String,
     /// Its number in the room, counting from 1.
     pub seq: i64,
+    /// The sender's server-issued user name.
+    #[serde(default)]
+    pub name: String,
 }
 
 /// Events clients send.
@@ -98,6 +118,8 @@ pub enum ChatOut {
         id: ConnId,
         /// How many clients are connected, this one included.
         online: usize,
+        /// The client's server-issued user name.
+        name: String,
     },
     /// Sent to a client that joined a room.
     Joined {
@@ -120,6 +142,8 @@ pub enum ChatOut {
         id: ConnId,
         /// How many members the room has now.
         online: usize,
+        /// The new member's user name.
+        name: String,
     },
     /// Someone else left a room this client is in, or disconnected (then
     /// without `room`, and `online` counts the server's connections).
@@ -132,6 +156,8 @@ pub enum ChatOut {
         id: ConnId,
         /// How many members (or connections) are left.
         online: usize,
+        /// The leaving client's user name.
+        name: String,
     },
     /// Someone else is typing in a room this client is in.
     Typing {
@@ -144,6 +170,24 @@ pub enum ChatOut {
 
 /// The chat server type.
 pub type ChatServer = Server<ChatIn, ChatOut>;
+
+/// A connection's server-issued user name, kept in its data.
+#[derive(Debug, Clone)]
+struct UserName(String);
+
+/// The user name of `conn`: the authenticated user's id, or one made from
+/// the connection id when the server has no secret.
+fn user_name(conn: &Conn<ChatOut>) -> String {
+    if let Some(UserName(name)) = conn.data::<UserName>() {
+        return name;
+    }
+    let name = match conn.user::<SecretUser>() {
+        Some(user) => user.id,
+        None => format!("guest-{}", &conn.id().as_uuid().simple().to_string()[..8]),
+    };
+    conn.set_data(UserName(name.clone()));
+    name
+}
 
 /// A chat room by name, created if needed, if the name is acceptable.
 fn room(server: &ChatServer, name: &str) -> Option<Room<ChatOut>> {
@@ -173,6 +217,7 @@ async fn join_room(
                 room: name.clone(),
                 id: conn.id(),
                 online: room.size(),
+                name: user_name(conn),
             },
         )?;
     } else if !room.has(conn.id()) {
@@ -226,6 +271,7 @@ async fn on_message(
         ts: unix_ms(),
         room: room.key().room().to_owned(),
         seq,
+        name: user_name(&conn),
     };
     if let Err(err) = state.push("history", &message).await {
         tracing::error!(%err, "cannot keep a chat message");
@@ -268,6 +314,7 @@ async fn on_leave(
             room: Some(room.key().room().to_owned()),
             id: conn.id(),
             online: room.size(),
+            name: user_name(&conn),
         })?;
     }
     Ok(())
@@ -299,6 +346,7 @@ async fn on_connect(conn: Conn<ChatOut>, server: ChatServer) {
     let _ = conn.emit(ChatOut::Welcome {
         id: conn.id(),
         online: server.connection_count(),
+        name: user_name(&conn),
     });
     if let Some(general) = room(&server, GENERAL) {
         // No `joined` here: a client that wants the history sends `join`.
@@ -313,6 +361,7 @@ async fn on_disconnect(conn: Conn<ChatOut>, server: ChatServer) {
         room: None,
         id: conn.id(),
         online: server.connection_count(),
+        name: user_name(&conn),
     });
 }
 
@@ -323,21 +372,55 @@ fn unix_ms() -> u64 {
         .unwrap_or_default()
 }
 
-/// The chat application: the liweb server behind `/ws`, the page at `/`,
-/// the browser client at `/liweb.js`.
+/// How the chat application runs.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct Options {
+    /// The shared secret clients must send in `__auth`; none by default.
+    pub secret: Option<String>,
+}
+
+impl Options {
+    /// Options with a shared secret.
+    pub fn secret(secret: impl Into<String>) -> Self {
+        Self {
+            secret: Some(secret.into()),
+        }
+    }
+}
+
+/// The chat application without a secret; see [`app_with`].
 pub fn app() -> Router {
-    let server = ChatServer::builder()
+    app_with(Options::default())
+}
+
+/// The chat application: the liweb server behind `/ws`, the page at `/`,
+/// the browser client at `/liweb.js`, and `/config.json` telling the page
+/// whether to ask for a secret.
+pub fn app_with(options: Options) -> Router {
+    let mut builder = ChatServer::builder()
         .handlers(liweb::handlers![exhaustive ChatIn => on_message, on_join, on_leave, on_typing])
         .on_connect(on_connect)
         .on_disconnect(on_disconnect)
         // A room, its history included, goes away when its last member
         // leaves: room names come from clients, so rooms must not pile up.
-        .channel_defaults(CHANNEL, RoomDefaults::new().delete_when_empty(true))
-        .build();
+        .channel_defaults(CHANNEL, RoomDefaults::new().delete_when_empty(true));
+    let auth = match options.secret {
+        Some(secret) => {
+            builder = builder.auth(Auth::secret(secret));
+            "secret"
+        }
+        None => "none",
+    };
+    let server = builder.build();
     Router::new()
         .route(
             "/",
             get(|| async { Html(include_str!("../static/index.html")) }),
+        )
+        .route(
+            "/config.json",
+            get(move || async move { axum::Json(serde_json::json!({ "auth": auth })) }),
         )
         .route("/liweb.js", liweb::browser::client_js_route())
         .route("/ws", server.ws_route())

@@ -11,10 +11,18 @@ async fn main() -> std::io::Result<()> {
         .init();
     let addr = std::env::var("LIWEB_ADDR").unwrap_or_else(|_| "127.0.0.1:3001".to_owned());
     let listener = tokio::net::TcpListener::bind(&addr).await?;
-    tracing::info!("chat on http://{}", listener.local_addr()?);
+    let options = match std::env::var("LIWEB_SECRET") {
+        Ok(secret) if !secret.is_empty() => chat::Options::secret(secret),
+        _ => chat::Options::default(),
+    };
+    tracing::info!(
+        secret = options.secret.is_some(),
+        "chat on http://{}",
+        listener.local_addr()?
+    );
     axum::serve(
         listener,
-        chat::app().into_make_service_with_connect_info::<SocketAddr>(),
+        chat::app_with(options).into_make_service_with_connect_info::<SocketAddr>(),
     )
     .with_graceful_shutdown(async {
         let _ = tokio::signal::ctrl_c().await;

@@ -619,3 +619,124 @@ async fn bad_room_names_are_ignored_and_the_connection_stays_usable() {
     let joined = join_room(&mut a, &longest).await;
     assert_eq!(joined["online"], json!(1), "joined online in {joined}");
 }
+
+/// Serves the chat with a shared secret on an ephemeral port.
+async fn spawn_secret_server(secret: &str) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("local addr");
+    let app = chat::app_with(chat::Options::secret(secret));
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await
+        .expect("serve");
+    });
+    addr
+}
+
+/// Reads frames until the close frame; returns its code and reason.
+async fn expect_close(ws: &mut Ws) -> (u16, String) {
+    loop {
+        match timeout(WAIT, ws.next())
+            .await
+            .expect("timed out waiting for a close")
+        {
+            Some(Ok(Message::Close(Some(frame)))) => {
+                return (u16::from(frame.code), frame.reason.to_string());
+            }
+            Some(Ok(Message::Close(None))) | None | Some(Err(_)) => {
+                panic!("the connection ended without a close code")
+            }
+            Some(Ok(_)) => {}
+        }
+    }
+}
+
+#[tokio::test]
+async fn config_json_says_whether_a_secret_is_needed() {
+    let open = spawn_server().await;
+    let (status, _, body) = http_get(open, "/config.json").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap(),
+        json!({"auth": "none"})
+    );
+    let closed = spawn_secret_server("s3cret").await;
+    let (_, _, body) = http_get(closed, "/config.json").await;
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap(),
+        json!({"auth": "secret"})
+    );
+}
+
+#[tokio::test]
+async fn with_a_secret_a_wrong_secret_is_refused_and_closed_with_4001() {
+    let addr = spawn_secret_server("s3cret").await;
+    let mut ws = connect(addr).await;
+    send_event(&mut ws, "__auth", json!({"secret": "guess"})).await;
+    let error = expect_event(&mut ws, "auth:error").await;
+    assert_eq!(error, json!({"reason": "invalid secret"}));
+    assert_eq!(
+        expect_close(&mut ws).await,
+        (4001, "invalid secret".to_owned())
+    );
+}
+
+#[tokio::test]
+async fn with_a_secret_events_before_auth_are_refused_and_nothing_is_received() {
+    let addr = spawn_secret_server("s3cret").await;
+    let mut ws = connect(addr).await;
+    send_event(&mut ws, "chat:message", json!({"text": "sneaky"})).await;
+    let error = expect_event(&mut ws, "auth:error").await;
+    assert_eq!(error, json!({"reason": "not authenticated"}));
+    // The first thing after authenticating is `auth:success`, then `welcome`:
+    // no `chat:message` was delivered or kept.
+    send_event(&mut ws, "__auth", json!({"secret": "s3cret"})).await;
+    let (event, _) = next_event(&mut ws).await;
+    assert_eq!(event, "auth:success");
+    let (event, _) = next_event(&mut ws).await;
+    assert_eq!(event, "welcome");
+}
+
+#[tokio::test]
+async fn with_a_secret_messages_carry_the_server_issued_user_name() {
+    let addr = spawn_secret_server("s3cret").await;
+    let mut ws = connect(addr).await;
+    send_event(&mut ws, "__auth", json!({"secret": "s3cret"})).await;
+    let success = expect_event(&mut ws, "auth:success").await;
+    let name = success["user"]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("auth:success user id is not a string: {success}"))
+        .to_owned();
+    assert!(
+        name.len() == 14 && name.starts_with("guest-"),
+        "a server-issued name: {name}"
+    );
+    let welcome = expect_event(&mut ws, "welcome").await;
+    assert_eq!(welcome["name"], json!(name));
+    let id = welcome["id"].as_str().unwrap().to_owned();
+    send_event(
+        &mut ws,
+        "chat:message",
+        json!({"text": "hi", "name": "admin"}),
+    )
+    .await;
+    let message = expect_event(&mut ws, "chat:message").await;
+    assert_eq!(message["id"], json!(id));
+    // A `name` in the client's payload is ignored: the server issues names.
+    assert_eq!(message["name"], json!(name));
+}
+
+#[tokio::test]
+async fn without_a_secret_every_client_still_gets_a_server_issued_name() {
+    let addr = spawn_server().await;
+    let (mut ws, id, _) = join(addr).await;
+    send_event(&mut ws, "chat:message", json!({"text": "named"})).await;
+    let message = expect_event(&mut ws, "chat:message").await;
+    assert_eq!(
+        message["name"],
+        json!(format!("guest-{}", &id.replace('-', "")[..8]))
+    );
+}

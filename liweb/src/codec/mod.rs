@@ -258,6 +258,7 @@ impl Frame {
     }
 
     /// The encoded bytes, owned.
+    #[cfg_attr(not(feature = "client"), allow(dead_code))]
     pub(crate) fn into_bytes(self) -> Bytes {
         match self.data {
             FrameData::Text(text) => Bytes::from(text),
