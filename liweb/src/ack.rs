@@ -9,7 +9,6 @@
 
 use std::{
     any::TypeId,
-    collections::HashMap,
     fmt,
     future::{Future, IntoFuture},
     marker::PhantomData,
@@ -257,28 +256,33 @@ pub enum RequestError {
 /// What a connection's pending request does with the reply.
 pub(crate) type Pending = Box<dyn for<'a> FnOnce(Result<RawPayload<'a>, ErrorPayload>) + Send>;
 
-/// The requests a connection has sent and not yet seen answered.
+/// The requests a connection has sent and not yet seen answered. A list,
+/// not a map: a connection has few requests in flight, and an empty `Vec`
+/// is smaller than an empty map in every connection.
 #[derive(Default)]
-pub(crate) struct PendingRequests(Mutex<HashMap<u64, Pending>>);
+pub(crate) struct PendingRequests(Mutex<Vec<(u64, Pending)>>);
 
 impl PendingRequests {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Pending>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(u64, Pending)>> {
         self.0
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     pub(crate) fn insert(&self, id: u64, pending: Pending) {
-        self.lock().insert(id, pending);
+        self.lock().push((id, pending));
     }
 
     pub(crate) fn remove(&self, id: u64) -> Option<Pending> {
-        self.lock().remove(&id)
+        let mut pending = self.lock();
+        let index = pending.iter().position(|(key, _)| *key == id)?;
+        Some(pending.swap_remove(index).1)
     }
 
     /// Drops every pending request, so their waiters see the connection closed.
     pub(crate) fn clear(&self) {
-        let drained: Vec<_> = self.lock().drain().collect();
+        // Dropped outside the lock: a waiter's drop must not run under it.
+        let drained = std::mem::take(&mut *self.lock());
         drop(drained);
     }
 }

@@ -611,7 +611,7 @@ pub(crate) async fn run<In, Out, R, W>(
     R: Stream<Item = Inbound> + Unpin + Send,
     W: Sink<Outbound> + Unpin + Send + 'static,
 {
-    let config = server.config().clone();
+    let config = server.config();
     let auth = server.inner.auth.clone();
     let (tx, rx) = mpsc::unbounded_channel();
     let conn = Conn::<Out>::new(meta, tx, config.max_queue_bytes, auth.is_some());
@@ -631,21 +631,26 @@ pub(crate) async fn run<In, Out, R, W>(
         pong: None,
         last_activity: started,
     };
-    match &auth {
-        None => {
-            server.register(&conn);
-            server.fire_connect(&conn).await;
-        }
-        Some(auth) => {
-            timers.auth = Some(started + auth.timeout);
-            let checked = tokio::time::timeout(auth.timeout, auth.check_request(conn.meta())).await;
-            match checked {
-                Ok(Some(verdict)) => server.finish_auth(&conn, verdict).await,
-                Ok(None) => {}
-                Err(_elapsed) => {}
+    if let Some(auth) = &auth {
+        timers.auth = Some(started + auth.timeout);
+    }
+    // Boxed: a future kept inline would take room in every connection's task
+    // for its whole life, though it runs once.
+    Box::pin(async {
+        match &auth {
+            None => {
+                server.register(&conn);
+                server.fire_connect(&conn).await;
+            }
+            Some(auth) => {
+                let checking = auth.check_request(conn.meta());
+                if let Ok(Some(verdict)) = tokio::time::timeout(auth.timeout, checking).await {
+                    server.finish_auth(&conn, verdict).await;
+                }
             }
         }
-    }
+    })
+    .await;
 
     let codec = conn.meta().codec();
     let mut rate = config
@@ -655,8 +660,6 @@ pub(crate) async fn run<In, Out, R, W>(
     // unregister a waiter each time, on a token every connection shares.
     let going_away = server.inner.going_away.cancelled();
     tokio::pin!(going_away);
-    let killed = server.inner.killed.cancelled();
-    tokio::pin!(killed);
     let close_requested = conn.inner.close_requested.cancelled();
     tokio::pin!(close_requested);
     let mut reason: Option<DisconnectReason> = None;
@@ -669,7 +672,12 @@ pub(crate) async fn run<In, Out, R, W>(
     tokio::pin!(timer);
 
     loop {
-        let next_wake = timers.next(config.idle_timeout);
+        // Once closing, idleness no longer matters: its deadline, by then in
+        // the past, would fire the timer on every turn of this biased loop,
+        // spinning and never reading the peer's half of the close handshake
+        // (the idle-timeout close took the whole close timeout).
+        let idle = config.idle_timeout.filter(|_| !conn.is_closed());
+        let next_wake = timers.next(idle);
         if let Some(at) = next_wake
             && timer.deadline() != at
         {
@@ -682,8 +690,10 @@ pub(crate) async fn run<In, Out, R, W>(
             }
             () = &mut going_away, if !conn.is_closed() => {
                 conn.close(CloseCode::GoingAway, "server shutting down");
+                // The shutdown's deadline bounds the close handshake too.
+                let at = Instant::now() + config.close_timeout;
+                timers.close = Some(server.inner.shutdown_deadline.get().map_or(at, |&end| end.min(at)));
             }
-            () = &mut killed => break,
             () = &mut timer, if next_wake.is_some() => {
                 let now = Instant::now();
                 if timers.close.is_some_and(|at| now >= at) {
@@ -778,13 +788,25 @@ pub(crate) async fn run<In, Out, R, W>(
         }
     }
 
+    // The connection has ended: a strategy still checking `__auth` must not
+    // open it now, or the application would see a connect (and a
+    // disconnect) of a client that left while authenticating (A8). Settled
+    // quietly, so no `on_auth_error` either.
+    conn.inner.settle_auth(false);
+
     // Frames that arrived before the end are still handled, in order. (A
     // finished `Fuse` stays pending forever, so only await an unfinished one.)
     if !inflight.is_terminated() {
         inflight.await;
     }
-    while let Some(frame) = pending.pop_front() {
-        server.dispatch(&conn, codec, frame).await;
+    if !pending.is_empty() {
+        // Boxed for the same reason as the start.
+        Box::pin(async {
+            while let Some(frame) = pending.pop_front() {
+                server.dispatch(&conn, codec, frame).await;
+            }
+        })
+        .await;
     }
 
     // Emits after this point fail with `Closed` instead of queueing forever.
@@ -805,15 +827,18 @@ pub(crate) async fn run<In, Out, R, W>(
             .fetch_add(1, Ordering::Relaxed);
     }
     server.unregister(conn.id());
-    server.inner.rooms.leave_all(&conn).await;
-    if seen {
-        let reason = match conn.inner.close_code.get() {
-            Some(&code) => DisconnectReason::ServerClosed(code),
-            None => reason
-                .unwrap_or_else(|| DisconnectReason::TransportError("connection ended".into())),
-        };
-        server.fire_disconnect(&conn, reason).await;
-    }
+    Box::pin(async {
+        server.inner.rooms.leave_all(&conn).await;
+        if seen {
+            let reason = match conn.inner.close_code.get() {
+                Some(&code) => DisconnectReason::ServerClosed(code),
+                None => reason
+                    .unwrap_or_else(|| DisconnectReason::TransportError("connection ended".into())),
+            };
+            server.fire_disconnect(&conn, reason).await;
+        }
+    })
+    .await;
 }
 
 async fn write_loop<W>(

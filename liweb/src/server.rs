@@ -242,8 +242,8 @@ pub(crate) struct Inner<In, Out> {
     pub(crate) live: Arc<Live>,
     /// Cancelled when shutdown starts: connections are asked to go away.
     pub(crate) going_away: CancellationToken,
-    /// Cancelled when the shutdown deadline passes: connections end now.
-    pub(crate) killed: CancellationToken,
+    /// When a shutdown gives up on close handshakes.
+    pub(crate) shutdown_deadline: std::sync::OnceLock<tokio::time::Instant>,
     pub(crate) rooms: Arc<Registry<Out>>,
     pub(crate) config: Config,
 }
@@ -402,14 +402,17 @@ impl<In: Events, Out: Events> Server<In, Out> {
     /// The HTTP listener is the application's: stop it alongside, for
     /// example with axum's `serve(..).with_graceful_shutdown(..)`.
     pub async fn shutdown(&self, deadline: Duration) {
+        let at = *self
+            .inner
+            .shutdown_deadline
+            .get_or_init(|| tokio::time::Instant::now() + deadline);
         self.inner.going_away.cancel();
-        let at = tokio::time::Instant::now() + deadline;
-        if !self.inner.live.wait_none(at).await {
-            self.inner.killed.cancel();
-            // Every connection task stops at its next turn; this is quick.
-            let grace = tokio::time::Instant::now() + self.inner.config.close_timeout;
-            self.inner.live.wait_none(grace).await;
-        }
+        // Every connection's close is bounded by `at`; what remains after it
+        // is their `on_disconnect` hooks, given the close timeout to finish.
+        self.inner
+            .live
+            .wait_none(at + self.inner.config.close_timeout)
+            .await;
     }
 
     fn read_conns(&self) -> std::sync::RwLockReadGuard<'_, HashMap<ConnId, Conn<Out>>> {
@@ -488,6 +491,24 @@ impl<In: Events, Out: Events> Server<In, Out> {
                 );
             }
         }
+    }
+
+    /// Checks the credentials of `__auth` and ends the pending authentication.
+    async fn authenticate(&self, auth: &AuthConfig, conn: &Conn<Out>, payload: RawPayload<'_>) {
+        // Bounded: the deadline timer fails the attempt on time, but a
+        // strategy that never answers would otherwise keep this dispatch,
+        // and so the connection's task and its place among the live
+        // connections, forever.
+        let checking = auth.check_credentials(payload, conn.meta());
+        let verdict = tokio::time::timeout(auth.timeout, checking)
+            .await
+            .unwrap_or_else(|_elapsed| {
+                Err(AuthFailure {
+                    reason: AuthReason::Timeout,
+                    detail: Some("the auth strategy did not answer in time".into()),
+                })
+            });
+        self.finish_auth(conn, verdict).await;
     }
 
     /// Ends a pending authentication with the strategy's verdict.
@@ -620,8 +641,9 @@ impl<In: Events, Out: Events> Server<In, Out> {
             // A second `__auth`, or one to a server without auth, is ignored.
             AUTH_EVENT => {
                 if let (Some(auth), true) = (&self.inner.auth, conn.inner.is_auth_pending()) {
-                    let verdict = auth.check_credentials(raw.payload, conn.meta()).await;
-                    self.finish_auth(conn, verdict).await;
+                    // Boxed: it runs once per connection, and inline it would
+                    // grow every connection's task for its whole life.
+                    Box::pin(self.authenticate(auth, conn, raw.payload)).await;
                 }
                 return;
             }
@@ -1221,7 +1243,7 @@ impl<In: Events, Out: Events> ServerBuilder<In, Out> {
                 stats: Counters::default(),
                 live: Arc::default(),
                 going_away: CancellationToken::new(),
-                killed: CancellationToken::new(),
+                shutdown_deadline: std::sync::OnceLock::new(),
                 rooms: Registry::new(
                     self.state_store
                         .unwrap_or_else(|| Arc::new(MemoryStore::default())),
