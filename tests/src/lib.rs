@@ -14,6 +14,7 @@ use std::{
 use futures_util::{SinkExt, StreamExt};
 use liweb::{
     CloseCode, DisconnectReason, ErrorReport, JoinError, Room, ServerBuilder,
+    auth::AuthUser,
     client::{Client, Incoming},
     prelude::*,
     presence::PresenceKey,
@@ -22,7 +23,10 @@ use liweb::{
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::sync::Notify;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, tungstenite::Message};
+use tokio_tungstenite::{
+    MaybeTlsStream, WebSocketStream,
+    tungstenite::{self, Message, client::IntoClientRequest},
+};
 
 /// How long a test waits for something that should happen.
 pub const WAIT: Duration = Duration::from_secs(5);
@@ -197,6 +201,22 @@ pub enum JoinOutcome {
     TimedOut,
 }
 
+/// The user of the auth tests' strategies (and the claims of their JWTs).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TestUser {
+    /// The user's name, also its id.
+    pub name: String,
+    /// Whether the user is an administrator.
+    #[serde(default)]
+    pub admin: bool,
+}
+
+impl AuthUser for TestUser {
+    fn user_id(&self) -> String {
+        self.name.clone()
+    }
+}
+
 /// Events the test clients send.
 #[derive(Debug, Clone, PartialEq, Events)]
 pub enum TestIn {
@@ -283,6 +303,23 @@ pub enum TestIn {
     },
     /// Makes the sender's presence that of this user; recorded.
     SetUser(String),
+    /// Recorded; as a request, answered with `num / den`, or with an error
+    /// reply ([`Boom`]) when `den` is 0.
+    Divide {
+        /// The dividend.
+        num: i64,
+        /// The divisor.
+        den: i64,
+    },
+    /// As a request, answered through the `Ack` extractor with
+    /// `"early <text>"` before the handler records it; the handler's own
+    /// return value (`"late <text>"`) must not be sent.
+    AckEarly(String),
+    /// Refused by a guard unless the sender's role is admin; recorded and,
+    /// as a request, answered with the text.
+    Guarded(String),
+    /// Answered with `you`: the sender's authenticated [`TestUser`], if any.
+    WhoAmI,
 }
 
 /// Events the test server sends.
@@ -312,6 +349,10 @@ pub enum TestOut {
     StateResult(Result<Value, StateFailure>),
     /// The answer to `set_activity`: whether the sender had a presence record.
     ActivitySet(bool),
+    /// The answer to `who_am_i`.
+    You(Option<TestUser>),
+    /// A server request, for tests of client replies.
+    Question(String),
 }
 
 /// One thing the server did, as seen by hooks and handlers.
@@ -323,6 +364,9 @@ pub enum Record {
     Disconnected(ConnId, DisconnectReason),
     /// A handler ran: which one, and what it got.
     Handled(&'static str, String),
+    /// Another hook (auth, middleware, policy callback) ran: which one, and
+    /// what it got.
+    Hook(&'static str, String),
     /// The error hook ran.
     Error {
         /// The connection.
@@ -648,6 +692,44 @@ async fn set_user(conn: Conn<TestOut>, State(recorder): State<Recorder>, user: S
     recorder.push(Record::Handled("set_user", user));
 }
 
+#[liweb::handler(TestIn::Divide)]
+async fn divide(State(recorder): State<Recorder>, divide: test_in::Divide) -> Result<i64, Boom> {
+    recorder.push(Record::Handled(
+        "divide",
+        format!("{}/{}", divide.num, divide.den),
+    ));
+    divide.num.checked_div(divide.den).ok_or(Boom)
+}
+
+#[liweb::handler(TestIn::AckEarly)]
+async fn ack_early(
+    ack: Ack,
+    State(recorder): State<Recorder>,
+    text: String,
+) -> Result<String, Boom> {
+    let sent = ack.send(&format!("early {text}")).unwrap_or(false);
+    recorder.push(Record::Handled("ack_early", format!("{text} sent={sent}")));
+    Ok(format!("late {text}"))
+}
+
+async fn admins_only(conn: Conn<TestOut>) -> Result<(), &'static str> {
+    match conn.data::<Role>() {
+        Some(Role::Admin) => Ok(()),
+        _ => Err("admins only"),
+    }
+}
+
+#[liweb::handler(TestIn::Guarded, out = TestOut, guard = admins_only)]
+async fn guarded(State(recorder): State<Recorder>, text: String) -> Result<String, Boom> {
+    recorder.push(Record::Handled("guarded", text.clone()));
+    Ok(text)
+}
+
+#[liweb::handler(TestIn::WhoAmI)]
+async fn who_am_i(conn: Conn<TestOut>) -> Result<(), liweb::EmitError> {
+    conn.emit(TestOut::You(conn.user::<TestUser>()))
+}
+
 /// The test application's server builder, with every handler and hook
 /// recording into `recorder`; tests change limits before `build`.
 pub fn builder(recorder: &Recorder) -> ServerBuilder<TestIn, TestOut> {
@@ -661,7 +743,7 @@ pub fn builder(recorder: &Recorder) -> ServerBuilder<TestIn, TestOut> {
             echo, say_first, say_second, order, fail_first, fail_second, panic_handler,
             broadcast_all, broadcast_others, broadcast_admins, set_role, close_me, flood, ping,
             join_room, leave_room, room_emit, multi_emit, delete_room, room_state, set_activity,
-            set_user,
+            set_user, divide, ack_early, guarded, who_am_i,
         ])
         .on_connect(move |conn: Conn<TestOut>| {
             let recorder = on_connect_recorder.clone();
@@ -704,7 +786,16 @@ impl Running {
     pub async fn start_with(
         configure: impl FnOnce(ServerBuilder<TestIn, TestOut>) -> ServerBuilder<TestIn, TestOut>,
     ) -> Self {
-        let recorder = Recorder::default();
+        Self::start_recording(Recorder::default(), configure).await
+    }
+
+    /// Starts the test application recording into `recorder`, after
+    /// `configure` changed its builder: for hooks and middleware that the
+    /// test adds and that record too.
+    pub async fn start_recording(
+        recorder: Recorder,
+        configure: impl FnOnce(ServerBuilder<TestIn, TestOut>) -> ServerBuilder<TestIn, TestOut>,
+    ) -> Self {
         let server = configure(builder(&recorder)).build();
         let app = axum::Router::new().route("/ws", server.ws_route());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -750,6 +841,12 @@ impl Running {
         (RawClient { socket }, self.connected(before).await)
     }
 
+    /// Opens a raw JSON connection without waiting for `on_connect`: for
+    /// connections that authenticate first, or that the server refuses.
+    pub async fn raw_connect(&self) -> RawClient {
+        connect(self.url()).await.expect("the upgrade was refused")
+    }
+
     /// The id of the connection after the first `before`, once `on_connect`
     /// ran for it.
     async fn connected(&self, before: usize) -> ConnId {
@@ -783,6 +880,22 @@ impl Running {
     }
 }
 
+/// Opens a raw JSON connection from `request` (a URL, or a request with
+/// headers); an upgrade the server refuses gives its HTTP status.
+pub async fn connect(
+    request: impl IntoClientRequest + Unpin,
+) -> Result<RawClient, http::StatusCode> {
+    let connecting = tokio_tungstenite::connect_async(request);
+    match tokio::time::timeout(WAIT, connecting)
+        .await
+        .expect("connect timed out")
+    {
+        Ok((socket, _)) => Ok(RawClient { socket }),
+        Err(tungstenite::Error::Http(response)) => Err(response.status()),
+        Err(other) => panic!("connect failed: {other}"),
+    }
+}
+
 /// A WebSocket client that sends and reads raw JSON text frames: for the
 /// reserved events (`state:*`, `presence:*`) the typed client does not decode,
 /// and for checking the exact shape of what the server sends.
@@ -799,6 +912,43 @@ impl RawClient {
             .await
             .expect("send timed out")
             .expect("send failed");
+    }
+
+    /// Sends a text frame as it is.
+    pub async fn send_text(&mut self, text: &str) {
+        tokio::time::timeout(WAIT, self.socket.send(Message::text(text)))
+            .await
+            .expect("send timed out")
+            .expect("send failed");
+    }
+
+    /// Sends a request: `{"event": event, "payload": payload, "ack": ack}`.
+    pub async fn request(&mut self, event: &str, payload: Value, ack: u64) {
+        let frame = serde_json::json!({ "event": event, "payload": payload, "ack": ack });
+        self.send_text(&frame.to_string()).await;
+    }
+
+    /// The next message of any kind, pings and pongs included; `None` once
+    /// the connection has ended (or broke).
+    pub async fn next_message(&mut self) -> Option<Message> {
+        tokio::time::timeout(WAIT, self.socket.next())
+            .await
+            .expect("timed out waiting for the server")
+            .and_then(Result::ok)
+    }
+
+    /// Waits for the server's close frame and returns its code and reason,
+    /// failing if a text frame arrives first.
+    pub async fn closed(&mut self) -> (u16, String) {
+        loop {
+            match self.next_message().await {
+                Some(Message::Close(Some(frame))) => {
+                    return (u16::from(frame.code), frame.reason.as_str().to_owned());
+                }
+                Some(Message::Ping(_) | Message::Pong(_)) => continue,
+                other => panic!("expected a close frame, got {other:?}"),
+            }
+        }
     }
 
     /// The next text frame, parsed; pings and pongs are skipped.
