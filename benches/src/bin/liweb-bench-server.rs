@@ -13,6 +13,11 @@
 //!   payload to every member of the room; the publisher gets it only if it
 //!   is a member itself (the load generator's publisher is not);
 //! - `echo {"ts", "seq"}`: replies `echoed {"ts", "seq"}` to the sender only.
+//!   The load generator sends it as a request with an ack id
+//!   (`{"event":"echo","payload":..,"ack":17}`), which liweb ignores for
+//!   now; once liweb answers acks, the handler's return value goes back as
+//!   `{"event":"__ack","ack":17,"payload":..}` (see `TODO(acks)` below).
+//!   The load generator accepts both replies.
 
 use std::net::SocketAddr;
 
@@ -81,6 +86,14 @@ async fn on_publish(
     Ok(())
 }
 
+// TODO(acks): once liweb replies to a request that carries an ack id with
+// its handler's `Ok` value, replace `on_echo` with the handler below and
+// drop `BenchOut::Echoed`:
+//
+//     #[liweb::handler(BenchIn::Echo)]
+//     async fn on_echo(echo: Echo) -> Result<Echo, std::convert::Infallible> {
+//         Ok(echo)
+//     }
 #[liweb::handler(BenchIn::Echo)]
 async fn on_echo(conn: Conn<BenchOut>, echo: Echo) {
     let _ = conn.emit(BenchOut::Echoed(echo));
@@ -88,6 +101,7 @@ async fn on_echo(conn: Conn<BenchOut>, echo: Echo) {
 
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
+    liweb_benches::raise_open_file_limit();
     let addr = std::env::args()
         .nth(1)
         .or_else(|| std::env::var("LIWEB_ADDR").ok())
@@ -98,7 +112,7 @@ async fn main() -> std::io::Result<()> {
     let app = axum::Router::new().route("/ws", server.ws_route());
     let listener = tokio::net::TcpListener::bind(&addr).await?;
     let local = listener.local_addr()?;
-    // Both benchmark servers disable Nagle's algorithm on every connection,
+    // All benchmark servers disable Nagle's algorithm on every connection,
     // so small frames are not held back waiting for an ACK.
     let listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
