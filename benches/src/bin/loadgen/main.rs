@@ -46,8 +46,11 @@
 //! (`TCP_NODELAY`), as the servers do. Fanout latency is the receive time
 //! minus the `ts` the publisher put in the payload, both `SystemTime`
 //! microseconds on the same machine; echo latency is the round trip of a
-//! request with an ack id, matched to its reply by that id. Every wait has
-//! a timeout, so a run always ends by itself.
+//! request with an ack id, matched to its reply by that id. Fanout and echo
+//! also report the server's CPU time per delivered message or round trip
+//! (all its threads, from `/proc/<pid>/task/*/schedstat`), which a shared
+//! machine disturbs less than the wall clock. Every wait has a timeout, so
+//! a run always ends by itself.
 
 mod wire;
 
@@ -246,6 +249,19 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Res<Opts> {
         opts.idle = opts.idle.min(200);
     }
     Ok(opts)
+}
+
+/// CPU time all threads of a process have run, in nanoseconds (the first
+/// field of each `/proc/<pid>/task/<tid>/schedstat`). On a shared machine
+/// it is steadier than the wall clock: time the server waits for a core
+/// does not count.
+fn cpu_ns(pid: u32) -> Option<u64> {
+    let mut total = 0;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
+        let stat = std::fs::read_to_string(task.ok()?.path().join("schedstat")).ok()?;
+        total += stat.split_whitespace().next()?.parse::<u64>().ok()?;
+    }
+    Some(total)
 }
 
 /// Resident memory of a process in KiB (`VmRSS`).
@@ -463,6 +479,8 @@ struct Row {
     p50_us: u64,
     p99_us: u64,
     max_us: u64,
+    /// Server CPU time per delivered message (fanout) or round trip (echo).
+    cpu_ns_per_msg: u64,
     rss_before_kib: u64,
     rss_after_kib: u64,
     kib_per_conn: f64,
@@ -479,6 +497,7 @@ impl Row {
             "runs": self.runs, "expected": self.expected, "delivered": self.delivered,
             "elapsed_s": self.elapsed_s, "per_sec": self.per_sec,
             "p50_us": self.p50_us, "p99_us": self.p99_us, "max_us": self.max_us,
+            "cpu_ns_per_msg": self.cpu_ns_per_msg,
             "rss_before_kib": self.rss_before_kib, "rss_after_kib": self.rss_after_kib,
             "kib_per_conn": self.kib_per_conn,
         })
@@ -509,6 +528,7 @@ fn median_row(runs: &[Row]) -> Row {
         p50_us: pick_u(|r| r.p50_us),
         p99_us: pick_u(|r| r.p99_us),
         max_us: pick_u(|r| r.max_us),
+        cpu_ns_per_msg: pick_u(|r| r.cpu_ns_per_msg),
         rss_before_kib: pick_u(|r| r.rss_before_kib),
         rss_after_kib: pick_u(|r| r.rss_after_kib),
         kib_per_conn: pick(|r| r.kib_per_conn),
@@ -558,6 +578,7 @@ async fn fanout(running: &Running, n: usize, m: usize, rate: u64, pad: usize) ->
     }
     let padding = "x".repeat(pad);
     let interval = (rate > 0).then(|| Duration::from_secs_f64(1.0 / rate as f64));
+    let cpu_before = cpu_ns(running.pid).unwrap_or(0);
     let t0 = Instant::now();
     for seq in 0..m {
         let mut payload = json!({"room": ROOM, "ts": now_us(), "seq": seq});
@@ -600,6 +621,7 @@ async fn fanout(running: &Running, n: usize, m: usize, rate: u64, pad: usize) ->
             }
         }
     }
+    let cpu = cpu_ns(running.pid).unwrap_or(0).saturating_sub(cpu_before);
     drop(keep);
     drop(publisher);
     let elapsed = last_recv.duration_since(t0).as_secs_f64();
@@ -614,6 +636,7 @@ async fn fanout(running: &Running, n: usize, m: usize, rate: u64, pad: usize) ->
         } else {
             0.0
         },
+        cpu_ns_per_msg: cpu / (samples.len() as u64).max(1),
         ..Row::default()
     };
     latency_row(&mut row, samples);
@@ -628,6 +651,7 @@ async fn fanout(running: &Running, n: usize, m: usize, rate: u64, pad: usize) ->
 /// taken as the reply too.
 async fn echo(running: &Running, c: usize, k: usize) -> Res<Row> {
     let clients = connect_many(running.kind, &running.addr, c, None).await?;
+    let cpu_before = cpu_ns(running.pid).unwrap_or(0);
     let t0 = Instant::now();
     let mut set = JoinSet::new();
     for mut client in clients {
@@ -672,6 +696,7 @@ async fn echo(running: &Running, c: usize, k: usize) -> Res<Row> {
         }
     }
     let elapsed = t0.elapsed().as_secs_f64();
+    let cpu = cpu_ns(running.pid).unwrap_or(0).saturating_sub(cpu_before);
     let mut row = Row {
         scenario: "echo",
         clients: c,
@@ -679,6 +704,7 @@ async fn echo(running: &Running, c: usize, k: usize) -> Res<Row> {
         delivered: samples.len() as u64,
         elapsed_s: elapsed,
         per_sec: samples.len() as f64 / elapsed,
+        cpu_ns_per_msg: cpu / (samples.len() as u64).max(1),
         ..Row::default()
     };
     latency_row(&mut row, samples);
@@ -768,7 +794,7 @@ fn table(rows: &[Row]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<12} {:<8} {:>7} {:>4} {:>16} {:>12} {:>10} {:>10} {:>10} {:>10}",
+        "{:<12} {:<8} {:>7} {:>4} {:>16} {:>12} {:>10} {:>10} {:>10} {:>10} {:>10}",
         "server",
         "scenario",
         "clients",
@@ -778,17 +804,18 @@ fn table(rows: &[Row]) -> String {
         "p50_us",
         "p99_us",
         "max_us",
+        "cpu_ns/msg",
         "KiB/conn"
     );
     for r in rows {
-        let kib = if r.scenario == "idle" {
-            format!("{:.1}", r.kib_per_conn)
+        let (kib, cpu) = if r.scenario == "idle" {
+            (format!("{:.1}", r.kib_per_conn), "-".to_owned())
         } else {
-            "-".to_owned()
+            ("-".to_owned(), r.cpu_ns_per_msg.to_string())
         };
         let _ = writeln!(
             out,
-            "{:<12} {:<8} {:>7} {:>4} {:>16} {:>12.0} {:>10} {:>10} {:>10} {:>10}",
+            "{:<12} {:<8} {:>7} {:>4} {:>16} {:>12.0} {:>10} {:>10} {:>10} {:>10} {:>10}",
             r.server,
             r.scenario,
             r.clients,
@@ -798,6 +825,7 @@ fn table(rows: &[Row]) -> String {
             r.p50_us,
             r.p99_us,
             r.max_us,
+            cpu,
             kib
         );
     }
@@ -827,6 +855,7 @@ fn ratios(rows: &[Row], other: &str) -> Vec<serde_json::Value> {
             v["p50_us"] = json!(ratio(l.p50_us as f64, r.p50_us as f64));
             v["p99_us"] = json!(ratio(l.p99_us as f64, r.p99_us as f64));
             v["max_us"] = json!(ratio(l.max_us as f64, r.max_us as f64));
+            v["cpu_ns_per_msg"] = json!(ratio(l.cpu_ns_per_msg as f64, r.cpu_ns_per_msg as f64));
         }
         out.push(v);
     }
@@ -846,19 +875,20 @@ fn ratio_table(other: &str, ratios: &[serde_json::Value]) -> String {
     }
     let _ = writeln!(
         out,
-        "{:<18} {:<8} {:>7} {:>8} {:>6} {:>6} {:>9}",
-        "ratio", "scenario", "clients", "per_sec", "p50", "p99", "KiB/conn"
+        "{:<18} {:<8} {:>7} {:>8} {:>6} {:>6} {:>10} {:>9}",
+        "ratio", "scenario", "clients", "per_sec", "p50", "p99", "cpu/msg", "KiB/conn"
     );
     for v in ratios {
         let _ = writeln!(
             out,
-            "{:<18} {:<8} {:>7} {:>8} {:>6} {:>6} {:>9}",
+            "{:<18} {:<8} {:>7} {:>8} {:>6} {:>6} {:>10} {:>9}",
             format!("liweb/{other}"),
             v["scenario"].as_str().unwrap_or("?"),
-            v["clients"],
+            v["clients"].as_u64().unwrap_or(0),
             cell(v, "per_sec"),
             cell(v, "p50_us"),
             cell(v, "p99_us"),
+            cell(v, "cpu_ns_per_msg"),
             cell(v, "kib_per_conn"),
         );
     }
@@ -900,8 +930,8 @@ async fn run(opts: Opts) -> Res<bool> {
                             let figures = match scenario {
                                 Scenario::Idle => format!("{:.2} KiB/conn", row.kib_per_conn),
                                 _ => format!(
-                                    "{:.0}/s, p50 {} µs, p99 {} µs",
-                                    row.per_sec, row.p50_us, row.p99_us
+                                    "{:.0}/s, p50 {} µs, p99 {} µs, server {} ns CPU/msg",
+                                    row.per_sec, row.p50_us, row.p99_us, row.cpu_ns_per_msg
                                 ),
                             };
                             eprintln!(
