@@ -12,7 +12,9 @@
 //! - `publish {"room", "ts", "seq", "pad"?}`: emits `msg` with the same
 //!   payload to every member of the room; the publisher gets it only if it
 //!   is a member itself (the load generator's publisher is not);
-//! - `echo {"ts", "seq"}`: replies `echoed {"ts", "seq"}` to the sender only.
+//! - `echo {"ts", "seq"}`, sent as a request with an ack id
+//!   (`{"event":"echo","payload":..,"ack":17}`): the handler's return value
+//!   goes back as `{"event":"__ack","ack":17,"payload":{"ts","seq"}}`.
 
 use std::net::SocketAddr;
 
@@ -54,7 +56,6 @@ enum BenchIn {
 enum BenchOut {
     Joined { room: String, size: usize },
     Msg(Publish),
-    Echoed(Echo),
 }
 
 type BenchServer = Server<BenchIn, BenchOut>;
@@ -81,13 +82,16 @@ async fn on_publish(
     Ok(())
 }
 
-#[liweb::handler(BenchIn::Echo)]
-async fn on_echo(conn: Conn<BenchOut>, echo: Echo) {
-    let _ = conn.emit(BenchOut::Echoed(echo));
+/// Answers the request with its own payload: the reply goes back as
+/// `{"event":"__ack","ack":id,"payload":..}`.
+#[liweb::handler(BenchIn::Echo, out = BenchOut)]
+async fn on_echo(echo: Echo) -> Result<Echo, std::convert::Infallible> {
+    Ok(echo)
 }
 
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
+    liweb_benches::raise_open_file_limit();
     let addr = std::env::args()
         .nth(1)
         .or_else(|| std::env::var("LIWEB_ADDR").ok())
@@ -98,7 +102,7 @@ async fn main() -> std::io::Result<()> {
     let app = axum::Router::new().route("/ws", server.ws_route());
     let listener = tokio::net::TcpListener::bind(&addr).await?;
     let local = listener.local_addr()?;
-    // Both benchmark servers disable Nagle's algorithm on every connection,
+    // All benchmark servers disable Nagle's algorithm on every connection,
     // so small frames are not held back waiting for an ACK.
     let listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);

@@ -1,7 +1,10 @@
 //! The raw baseline for the load generator (`loadgen`): a hand-written,
 //! minimal axum WebSocket server speaking liweb-bench-server's wire format
 //! (`{"event", "payload"}`; `join`, `publish` → `msg`, `echo` → `echoed`,
-//! see that binary's docs), and the practical limit of this stack:
+//! see that binary's docs) and liweb's ack replies (an `echo` request with
+//! `"ack":17` is answered `{"event":"__ack","ack":17,"payload":..}` with the
+//! request's payload instead of `echoed`), and the practical limit of this
+//! stack:
 //!
 //! - rooms are a map of room → members, each member the sending side of its
 //!   connection's unbounded queue of shared frames ([`Utf8Bytes`], a `Bytes`);
@@ -56,6 +59,8 @@ struct Frame<'a> {
     event: &'a str,
     #[serde(borrow)]
     payload: &'a RawValue,
+    #[serde(default)]
+    ack: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -138,7 +143,11 @@ async fn run(hub: Arc<Hub>, socket: WebSocket) {
                 }
             }
             "echo" => {
-                let out = format!(r#"{{"event":"echoed","payload":{}}}"#, frame.payload.get());
+                let payload = frame.payload.get();
+                let out = match frame.ack {
+                    Some(ack) => format!(r#"{{"event":"__ack","ack":{ack},"payload":{payload}}}"#),
+                    None => format!(r#"{{"event":"echoed","payload":{payload}}}"#),
+                };
                 let _ = tx.send(Utf8Bytes::from(out));
             }
             _ => {}
@@ -161,6 +170,7 @@ async fn run(hub: Arc<Hub>, socket: WebSocket) {
 
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
+    liweb_benches::raise_open_file_limit();
     let addr = std::env::args()
         .nth(1)
         .or_else(|| std::env::var("LIWEB_ADDR").ok())
@@ -170,7 +180,7 @@ async fn main() -> std::io::Result<()> {
         .with_state(Arc::new(Hub::default()));
     let listener = tokio::net::TcpListener::bind(&addr).await?;
     let local = listener.local_addr()?;
-    // Both benchmark servers disable Nagle's algorithm on every connection,
+    // All benchmark servers disable Nagle's algorithm on every connection,
     // so small frames are not held back waiting for an ACK.
     let listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
