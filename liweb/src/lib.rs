@@ -93,6 +93,7 @@
 //! |----------|---------|-----------------|
 //! | `ws`     | yes     | the WebSocket transport on axum ([`Server::ws_route`]) |
 //! | `client` | no      | the typed Rust client ([`client::Client`]) |
+//! | `redis`  | no      | scaling out over Redis ([`cluster::RedisAdapter`]) |
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 // Without a transport the connection machinery has no caller yet.
@@ -103,6 +104,7 @@
 #[allow(unused_extern_crates)]
 extern crate self as liweb;
 
+pub mod cluster;
 mod codec;
 mod conn;
 mod error;
