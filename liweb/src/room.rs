@@ -710,7 +710,7 @@ impl<Out: Events> Room<Out> {
         }
         let key = &self.inner.key;
         let presence = presence_key(conn);
-        let room = loop {
+        let (room, subscribed) = loop {
             let room = self
                 .current()
                 .unwrap_or_else(|| self.registry.get_or_create(key));
@@ -738,11 +738,11 @@ impl<Out: Events> Room<Out> {
             };
             conn.inner.rooms().push(key.clone());
             drop(members);
-            if let Some(subscribed) = subscribed {
-                subscribed.await;
-            }
-            break room;
+            break (room, subscribed);
         };
+        if let Some(subscribed) = subscribed {
+            subscribed.await;
+        }
         // A connection that ended while joining has already left its rooms;
         // undo, so no membership outlives it.
         if conn.is_closed() {
