@@ -950,7 +950,8 @@ impl<Out: Events> Room<Out> {
         {
             Some(change) => {
                 if let Some(cluster) = &self.registry.cluster {
-                    if let Some(record) = self.registry.presence.get(&room.key, &presence, now_ms()) {
+                    if let Some(record) = self.registry.presence.get(&room.key, &presence, now_ms())
+                    {
                         for id in room.members_with(&presence) {
                             tokio::spawn(cluster.member_joined(&room.key, id, record.clone()));
                         }
@@ -1037,12 +1038,20 @@ impl<Out: Events> Rooms<Out> {
         let mut frames = EncodeOnce::new(|codec| codec.encode(event));
         let rooms: Vec<Arc<RoomInner<Out>>> = self.rooms.iter().filter_map(Room::current).collect();
         let sent = send_once(rooms.iter(), &mut frames, except)?;
-        if let Some(cluster) = self.rooms.first().and_then(|room| room.registry.cluster.as_ref()) {
+        if let Some(cluster) = self
+            .rooms
+            .first()
+            .and_then(|room| room.registry.cluster.as_ref())
+        {
             // One message for all the rooms, so a node with a connection in
             // several of them delivers it once.
             let frame = frames.get(CodecKind::Json)?.clone();
             cluster.publish(Message::Rooms {
-                rooms: self.rooms.iter().map(|room| room.inner.key.clone()).collect(),
+                rooms: self
+                    .rooms
+                    .iter()
+                    .map(|room| room.inner.key.clone())
+                    .collect(),
                 except,
                 frame: frame.into_bytes(),
             });

@@ -167,10 +167,7 @@ impl<In: Events, Out: Events> Server<In, Out> {
         event: &Out,
         predicate: impl Fn(&Conn<Out>) -> bool,
     ) -> Result<usize, EncodeError> {
-        self.deliver_local(
-            &mut EncodeOnce::new(|codec| codec.encode(event)),
-            predicate,
-        )
+        self.deliver_local(&mut EncodeOnce::new(|codec| codec.encode(event)), predicate)
     }
 
     pub(crate) fn deliver_local(

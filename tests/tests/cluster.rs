@@ -24,8 +24,8 @@ use liweb::{
     prelude::*,
 };
 use liweb_tests::{
-    RoomRef, Running, StateOp, TestClient, TestIn, TestOut, Target, WAIT, eventually,
-    fence, next_event,
+    RoomRef, Running, StateOp, Target, TestClient, TestIn, TestOut, WAIT, eventually, fence,
+    next_event,
 };
 use serde_json::{Value, json};
 
@@ -122,12 +122,20 @@ async fn x1_a_room_emit_on_one_node_reaches_members_on_another_exactly_once() {
     join(&mut member_b, &room).await;
 
     assert_eq!(room_emit(&mut sender, &room, "one").await, message("one"));
-    assert_eq!(next_event(&mut sender).await, TestOut::Sent(1), "one local member");
+    assert_eq!(
+        next_event(&mut sender).await,
+        TestOut::Sent(1),
+        "one local member"
+    );
     assert_eq!(room_emit(&mut sender, &room, "two").await, message("two"));
     assert_eq!(next_event(&mut sender).await, TestOut::Sent(1));
 
     assert_eq!(next_event(&mut member_b).await, message("one"));
-    assert_eq!(next_event(&mut member_b).await, message("two"), "no duplicate");
+    assert_eq!(
+        next_event(&mut member_b).await,
+        message("two"),
+        "no duplicate"
+    );
     settle().await;
     fence(&mut member_b, "b").await;
     fence(&mut outsider_b, "not a member").await;
@@ -165,7 +173,10 @@ async fn x1_multi_room_emits_and_broadcasts_reach_each_remote_connection_once() 
         next_event(&mut sender).await,
         TestOut::Broadcast("all".into())
     );
-    assert_eq!(next_event(&mut both).await, TestOut::Broadcast("all".into()));
+    assert_eq!(
+        next_event(&mut both).await,
+        TestOut::Broadcast("all".into())
+    );
     assert_eq!(
         next_event(&mut neither).await,
         TestOut::Broadcast("all".into())
@@ -191,12 +202,18 @@ async fn x1_a_node_hears_a_room_only_while_it_has_members_there() {
     member.emit(TestIn::Leave(room.clone())).unwrap();
     assert_eq!(next_event(&mut member).await, TestOut::Left(true));
 
-    assert_eq!(room_emit(&mut sender, &room, "away").await, TestOut::Sent(0));
+    assert_eq!(
+        room_emit(&mut sender, &room, "away").await,
+        TestOut::Sent(0)
+    );
     settle().await;
     fence(&mut member, "not a member any more").await;
 
     join(&mut member, &room).await;
-    assert_eq!(room_emit(&mut sender, &room, "back").await, TestOut::Sent(0));
+    assert_eq!(
+        room_emit(&mut sender, &room, "back").await,
+        TestOut::Sent(0)
+    );
     assert_eq!(next_event(&mut member).await, message("back"));
 }
 
@@ -269,10 +286,15 @@ async fn x2_state_written_on_one_node_is_read_and_synced_on_another() {
             key: "missing".into()
         })
     );
-    assert_eq!(on_b.remove("question", |_| true).await, Err(liweb::state::StateError::NotAnArray {
-        key: "question".into()
-    }));
-    on_b.patch("question", &json!({"text": "spaces?"})).await.unwrap();
+    assert_eq!(
+        on_b.remove("question", |_| true).await,
+        Err(liweb::state::StateError::NotAnArray {
+            key: "question".into()
+        })
+    );
+    on_b.patch("question", &json!({"text": "spaces?"}))
+        .await
+        .unwrap();
     let on_a = room.on(&a.server).state();
     assert_eq!(
         on_a.get::<Value>("question").await.unwrap(),
@@ -333,7 +355,10 @@ async fn s7_x2_concurrent_increments_and_pushes_from_two_nodes_lose_nothing() {
         serde_json::Number::from(i64::MAX as u64 + 1)
     );
     state.set("half", &0.5).await.unwrap();
-    assert_eq!(state.increment("half", 1).await.unwrap().as_f64(), Some(1.5));
+    assert_eq!(
+        state.increment("half", 1).await.unwrap().as_f64(),
+        Some(1.5)
+    );
     state.set("text", "x").await.unwrap();
     assert_eq!(
         state.increment("text", 1).await,
@@ -354,7 +379,11 @@ async fn x3_presence_and_room_size_are_cluster_wide() {
     let (mut ada_a, ada_a_id) = a.client().await;
     let (mut ada_b, ada_b_id) = b.client().await;
     let (mut bob_b, bob_id) = b.client().await;
-    for (client, user) in [(&mut ada_a, "ada"), (&mut ada_b, "ada"), (&mut bob_b, "bob")] {
+    for (client, user) in [
+        (&mut ada_a, "ada"),
+        (&mut ada_b, "ada"),
+        (&mut bob_b, "bob"),
+    ] {
         client.emit(TestIn::SetUser(user.into())).unwrap();
         join(client, &room).await;
     }
@@ -534,15 +563,25 @@ async fn x4_losing_redis_keeps_local_delivery_reports_errors_and_recovers() {
     join(&mut sender, &room).await;
     join(&mut local, &room).await;
     join(&mut remote, &room).await;
-    assert_eq!(room_emit(&mut sender, &room, "before").await, message("before"));
+    assert_eq!(
+        room_emit(&mut sender, &room, "before").await,
+        message("before")
+    );
     assert_eq!(next_event(&mut sender).await, TestOut::Sent(2));
     assert_eq!(next_event(&mut local).await, message("before"));
     assert_eq!(next_event(&mut remote).await, message("before"));
 
     redis.stop();
-    assert_eq!(room_emit(&mut sender, &room, "during").await, message("during"));
+    assert_eq!(
+        room_emit(&mut sender, &room, "during").await,
+        message("during")
+    );
     assert_eq!(next_event(&mut sender).await, TestOut::Sent(2));
-    assert_eq!(next_event(&mut local).await, message("during"), "local delivery goes on");
+    assert_eq!(
+        next_event(&mut local).await,
+        message("during"),
+        "local delivery goes on"
+    );
     eventually("an error reported", || a_errors.count(), |n| *n > 0).await;
     // A shared-state operation fails with a typed error, not a panic.
     let state = room.on(&a.server).state();

@@ -326,14 +326,24 @@ fn unix_ms() -> u64 {
 /// The chat application: the liweb server behind `/ws`, the page at `/`,
 /// the browser client at `/liweb.js`.
 pub fn app() -> Router {
-    let server = ChatServer::builder()
+    app_with(|builder| builder)
+}
+
+/// The chat application with its server builder changed by `configure`
+/// before it is built: the cluster example gives it a Redis adapter there.
+pub fn app_with(
+    configure: impl FnOnce(
+        liweb::ServerBuilder<ChatIn, ChatOut>,
+    ) -> liweb::ServerBuilder<ChatIn, ChatOut>,
+) -> Router {
+    let builder = ChatServer::builder()
         .handlers(liweb::handlers![exhaustive ChatIn => on_message, on_join, on_leave, on_typing])
         .on_connect(on_connect)
         .on_disconnect(on_disconnect)
         // A room, its history included, goes away when its last member
         // leaves: room names come from clients, so rooms must not pile up.
-        .channel_defaults(CHANNEL, RoomDefaults::new().delete_when_empty(true))
-        .build();
+        .channel_defaults(CHANNEL, RoomDefaults::new().delete_when_empty(true));
+    let server = configure(builder).build();
     Router::new()
         .route(
             "/",

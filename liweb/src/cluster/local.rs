@@ -98,10 +98,12 @@ impl<In: Events, Out: Events> Deliver for LocalNode<In, Out> {
                 except,
                 only,
                 frame,
-            } => server
-                .inner
-                .rooms
-                .deliver_room(&room, except, only, &mut frames_from_json(&frame)),
+            } => {
+                server
+                    .inner
+                    .rooms
+                    .deliver_room(&room, except, only, &mut frames_from_json(&frame))
+            }
             Message::Rooms {
                 rooms,
                 except,
@@ -110,10 +112,10 @@ impl<In: Events, Out: Events> Deliver for LocalNode<In, Out> {
                 .inner
                 .rooms
                 .deliver_rooms(&rooms, except, &mut frames_from_json(&frame)),
-            Message::Broadcast { except, frame } => server.deliver_local(
-                &mut frames_from_json(&frame),
-                |conn| Some(conn.id()) != except,
-            ),
+            Message::Broadcast { except, frame } => server
+                .deliver_local(&mut frames_from_json(&frame), |conn| {
+                    Some(conn.id()) != except
+                }),
             Message::Disconnect { conn, code, reason } => {
                 if let Some(conn) = server.get(conn) {
                     conn.close(code, &reason);

@@ -383,8 +383,12 @@ pub(crate) trait Link: Send + Sync + fmt::Debug + 'static {
 
     /// Records that `conn` (presence `record.key`) is now in `room` here, or
     /// updates its record.
-    fn member_joined(&self, room: &RoomKey, conn: ConnId, record: PresenceRecord)
-    -> BoxFuture<'static, ()>;
+    fn member_joined(
+        &self,
+        room: &RoomKey,
+        conn: ConnId,
+        record: PresenceRecord,
+    ) -> BoxFuture<'static, ()>;
 
     /// Records that `conn` left `room`; `offline` is the presence record
     /// to keep (as "last seen") when it was its key's last connection here.
@@ -418,7 +422,9 @@ pub(crate) struct Parts {
 
 impl fmt::Debug for Parts {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Parts").field("link", &self.link).finish_non_exhaustive()
+        f.debug_struct("Parts")
+            .field("link", &self.link)
+            .finish_non_exhaustive()
     }
 }
 

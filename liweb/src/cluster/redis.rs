@@ -372,7 +372,12 @@ impl Keys {
     }
 
     fn room_name(room: &RoomKey) -> String {
-        format!("{}:{}:{}", room.channel().len(), room.channel(), room.room())
+        format!(
+            "{}:{}:{}",
+            room.channel().len(),
+            room.channel(),
+            room.room()
+        )
     }
 
     fn parse_room(name: &str) -> Option<RoomKey> {
@@ -484,7 +489,9 @@ fn decode_key(key: &str) -> Option<PresenceKey> {
         return Some(PresenceKey::user(user));
     }
     let conn = key.strip_prefix("c:")?;
-    Uuid::parse_str(conn).ok().map(|id| PresenceKey::Conn(id.into()))
+    Uuid::parse_str(conn)
+        .ok()
+        .map(|id| PresenceKey::Conn(id.into()))
 }
 
 impl Node {
@@ -691,10 +698,7 @@ impl Link for Node {
         if let Some(value) = stored(&record) {
             pipe.hset(&key, format!("{}|{conn}", self.id), value)
                 .ignore()
-                .hdel(
-                    &key,
-                    format!("{}|~{}", self.id, encode_key(&record.key)),
-                )
+                .hdel(&key, format!("{}|~{}", self.id, encode_key(&record.key)))
                 .ignore()
                 .sadd(&self.keys.node_rooms, Keys::room_name(room))
                 .ignore();
@@ -847,8 +851,7 @@ fn merge_presence(
         }
     }
     for (name, stored) in offline {
-        if merged.contains_key(&name) || now_ms.saturating_sub(stored.last_seen) >= offline_ttl_ms
-        {
+        if merged.contains_key(&name) || now_ms.saturating_sub(stored.last_seen) >= offline_ttl_ms {
             continue;
         }
         let Some(key) = decode_key(&stored.key) else {
@@ -1146,7 +1149,10 @@ impl RedisStore {
         let mut conn = self.node.connection();
         for attempt in 0..MAX_RETRIES {
             let current: Option<String> = conn.hget(&hash, key).await.map_err(|e| backend(&e))?;
-            let parsed = current.as_deref().map(|text| parse(key, text)).transpose()?;
+            let parsed = current
+                .as_deref()
+                .map(|text| parse(key, text))
+                .transpose()?;
             let (next, result) = match decide(parsed.as_ref())? {
                 Change::Keep(result) => return Ok(result),
                 Change::Write(next, result) => (next, result),
@@ -1187,7 +1193,10 @@ impl RedisStore {
             match conn.hincr::<_, _, _, i64>(&hash, key, by).await {
                 Ok(sum) => {
                     let sum = Number::from(sum);
-                    return Ok((sum.clone(), crate::state::set_patch(key, Value::Number(sum))));
+                    return Ok((
+                        sum.clone(),
+                        crate::state::set_patch(key, Value::Number(sum)),
+                    ));
                 }
                 // Not an integer, or the sum overflows: exact arithmetic below.
                 Err(err) if err.kind() == redis::ErrorKind::ResponseError => {}
@@ -1373,7 +1382,11 @@ impl StateStore for RedisStore {
                     Some(Value::Array(items)) => items,
                     Some(_) => return Err(crate::state::not_an_array(key)),
                 };
-                let kept: Vec<Value> = items.iter().filter(|item| !predicate(item)).cloned().collect();
+                let kept: Vec<Value> = items
+                    .iter()
+                    .filter(|item| !predicate(item))
+                    .cloned()
+                    .collect();
                 let removed = items.len() - kept.len();
                 if removed == 0 {
                     return Ok(Change::Keep((0, None)));
@@ -1495,18 +1508,26 @@ mod tests {
             (true, "c1".into(), ada(10, 20, None)),
             (true, "c2".into(), ada(5, 30, Some("typing"))),
             (false, "~u:ada".into(), ada(1, 2, None)),
-            (false, "~u:bob".into(), Stored {
-                key: "u:bob".into(),
-                joined_at: 1,
-                last_seen: 90,
-                activity: None,
-            }),
-            (false, "~u:old".into(), Stored {
-                key: "u:old".into(),
-                joined_at: 1,
-                last_seen: 1,
-                activity: None,
-            }),
+            (
+                false,
+                "~u:bob".into(),
+                Stored {
+                    key: "u:bob".into(),
+                    joined_at: 1,
+                    last_seen: 90,
+                    activity: None,
+                },
+            ),
+            (
+                false,
+                "~u:old".into(),
+                Stored {
+                    key: "u:old".into(),
+                    joined_at: 1,
+                    last_seen: 1,
+                    activity: None,
+                },
+            ),
         ];
         let merged = merge_presence(records, 100, 50);
         assert_eq!(merged.len(), 2, "{merged:?}");
