@@ -768,7 +768,17 @@ impl<Out: Events> Room<Out> {
         }
         self.registry.announce(&room, change, Some(conn.id()));
         if room.presence_events.load(Ordering::Acquire) {
-            let records = self.registry.presence.list(&room.key, now_ms());
+            let records = match &self.registry.cluster {
+                // Everyone in the room, on every node.
+                Some(cluster) => match cluster.presence(&room.key, now_ms()).await {
+                    Ok(records) => records,
+                    Err(err) => {
+                        tracing::warn!(room = %room.key, %err, "cluster presence unavailable; the joiner gets this node's");
+                        self.registry.presence.list(&room.key, now_ms())
+                    }
+                },
+                None => self.registry.presence.list(&room.key, now_ms()),
+            };
             let payload = PresenceSnapshotPayload {
                 channel: room.key.channel(),
                 room: room.key.room(),

@@ -45,6 +45,29 @@ fn prefix(test: &str) -> String {
     format!("liweb-test:{test}:{nanos}")
 }
 
+/// Deletes the keys a test wrote under its prefix, so repeated runs do not
+/// fill the shared Redis.
+async fn cleanup(url: &str, prefix: &str) {
+    let cleaned = async {
+        let client = redis::Client::open(url)?;
+        let mut conn = client.get_multiplexed_async_connection().await?;
+        // KEYS is fine on a test Redis; an application would SCAN.
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{prefix}:*"))
+            .query_async(&mut conn)
+            .await?;
+        if !keys.is_empty() {
+            redis::AsyncCommands::del::<_, ()>(&mut conn, keys).await?;
+        }
+        Ok::<_, redis::RedisError>(())
+    };
+    match tokio::time::timeout(WAIT, cleaned).await {
+        Ok(Ok(())) => {}
+        Ok(Err(err)) => eprintln!("could not clean up `{prefix}`: {err}"),
+        Err(_) => eprintln!("could not clean up `{prefix}`: timed out"),
+    }
+}
+
 fn config(prefix: &str) -> RedisConfig {
     RedisConfig::new()
         .prefix(prefix)
@@ -141,6 +164,7 @@ async fn x1_a_room_emit_on_one_node_reaches_members_on_another_exactly_once() {
     fence(&mut outsider_b, "not a member").await;
     // The sender's node skipped its own message when Redis echoed it.
     fence(&mut sender, "a").await;
+    cleanup(&redis_url(), &prefix).await;
 }
 
 /// Conformance X1.
@@ -185,6 +209,7 @@ async fn x1_multi_room_emits_and_broadcasts_reach_each_remote_connection_once() 
     fence(&mut both, "once").await;
     fence(&mut neither, "once").await;
     fence(&mut sender, "once").await;
+    cleanup(&redis_url(), &prefix).await;
 }
 
 /// Conformance X1: a node stops hearing a room when its last member leaves
@@ -215,6 +240,7 @@ async fn x1_a_node_hears_a_room_only_while_it_has_members_there() {
         TestOut::Sent(0)
     );
     assert_eq!(next_event(&mut member).await, message("back"));
+    cleanup(&redis_url(), &prefix).await;
 }
 
 /// Conformance X2.
@@ -303,6 +329,7 @@ async fn x2_state_written_on_one_node_is_read_and_synced_on_another() {
     assert!(on_a.delete("question").await.unwrap());
     assert!(!on_b.has("question").await.unwrap());
     drop(watcher);
+    cleanup(&redis_url(), &prefix).await;
 }
 
 /// Conformance X2.
@@ -366,6 +393,7 @@ async fn s7_x2_concurrent_increments_and_pushes_from_two_nodes_lose_nothing() {
     );
     state.clear().await.unwrap();
     assert!(state.snapshot().await.unwrap().is_empty());
+    cleanup(&redis_url(), &prefix).await;
 }
 
 /// Conformance X3.
@@ -423,6 +451,7 @@ async fn x3_presence_and_room_size_are_cluster_wide() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     drop(ada_a);
+    cleanup(&redis_url(), &prefix).await;
 }
 
 /// Conformance X3: a node that crashes (its runtime stops without any
@@ -484,6 +513,7 @@ async fn x3_a_crashed_nodes_members_vanish_within_the_liveness_ttl() {
     }
     assert!(stopped.elapsed() <= ttl + Duration::from_secs(2));
     drop(on_c);
+    cleanup(&redis_url(), &prefix).await;
 }
 
 /// A `redis-server` of the test's own, on a free port, stopped when dropped.
@@ -653,4 +683,59 @@ async fn a_connection_on_another_node_can_be_disconnected() {
         b.recorder.disconnected(id).await,
         liweb::DisconnectReason::ServerClosed(CloseCode::Other(4100))
     );
+    cleanup(&redis_url(), &prefix).await;
+}
+
+/// Conformance X3: presence events and the joiner's snapshot span nodes.
+#[tokio::test]
+#[ignore = "needs Redis: LIWEB_REDIS_URL, run with --ignored"]
+async fn x3_presence_events_and_snapshots_cross_nodes() {
+    let prefix = prefix("x3-events");
+    let url = redis_url();
+    let start = |prefix: String| {
+        let url = url.clone();
+        async move {
+            let adapter = RedisAdapter::connect_with(&url, config(&prefix))
+                .await
+                .expect("Redis is reachable");
+            Running::start_with(|builder| {
+                builder
+                    .channel_defaults("live", liweb::RoomDefaults::new().presence_events(true))
+                    .adapter(adapter)
+            })
+            .await
+        }
+    };
+    let a = start(prefix.clone()).await;
+    let b = start(prefix.clone()).await;
+    let room = json!({"channel": "live", "room": "r"});
+
+    let (mut first, first_id) = a.raw_client().await;
+    first.emit("join", room.clone()).await;
+    let snapshot = first.next().await;
+    assert_eq!(snapshot["event"], "presence:snapshot");
+    assert_eq!(snapshot["payload"]["presence"].as_array().unwrap().len(), 1);
+    assert_eq!(first.next().await["event"], "join_outcome");
+
+    let (mut second, second_id) = b.raw_client().await;
+    second.emit("join", room.clone()).await;
+    let snapshot = second.next().await;
+    assert_eq!(snapshot["event"], "presence:snapshot");
+    let keys: Vec<String> = snapshot["payload"]["presence"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|record| record["key"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(keys.contains(&first_id.to_string()), "{snapshot}");
+    assert!(keys.contains(&second_id.to_string()), "{snapshot}");
+    assert_eq!(second.next().await["event"], "join_outcome");
+
+    let joined = first.next().await;
+    assert_eq!(joined["event"], "presence:join", "{joined}");
+    assert_eq!(joined["payload"]["presence"]["key"], second_id.to_string());
+    settle().await;
+    first.fence("no more").await;
+    second.fence("not its own join").await;
+    cleanup(&redis_url(), &prefix).await;
 }

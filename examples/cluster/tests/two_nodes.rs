@@ -108,4 +108,20 @@ async fn a_chat_message_crosses_nodes_and_history_is_shared() {
     send(&mut cleo, "join", json!({"room": "general"})).await;
     let joined = expect(&mut cleo, "joined").await;
     assert_eq!(joined["history"][0]["text"], "hello from node one");
+
+    // Leave the shared Redis as it was (KEYS is fine on a test Redis).
+    let client = redis::Client::open(url.as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}:*"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    if !keys.is_empty() {
+        let () = redis::cmd("DEL")
+            .arg(keys)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
 }

@@ -548,28 +548,10 @@ impl Node {
         let me = self.id.to_string();
         for node in nodes.into_iter().filter(|node| *node != me) {
             let alive: bool = conn.exists(self.keys.heartbeat_of(&node)).await?;
-            if alive {
-                continue;
+            if !alive {
+                remove_node(&mut conn, &self.keys, &node).await?;
+                tracing::info!(node, "removed the records of a node that stopped");
             }
-            let rooms: Vec<String> = conn.smembers(self.keys.rooms_of(&node)).await?;
-            let mine = format!("{node}|");
-            for room in rooms {
-                let Some(room) = Keys::parse_room(&room) else {
-                    continue;
-                };
-                let key = self.keys.members(&room);
-                let fields: Vec<String> = conn.hkeys(&key).await?;
-                let dead: Vec<&String> = fields
-                    .iter()
-                    .filter(|field| field.starts_with(&mine))
-                    .collect();
-                if !dead.is_empty() {
-                    let () = conn.hdel(&key, dead).await?;
-                }
-            }
-            let () = conn.del(self.keys.rooms_of(&node)).await?;
-            let () = conn.srem(&self.keys.nodes, &node).await?;
-            tracing::info!(node, "removed the records of a node that stopped");
         }
         Ok(())
     }
@@ -637,6 +619,56 @@ impl Node {
             }),
             Err(mpsc::error::TrySendError::Closed(_)) => {}
         }
+    }
+}
+
+/// Deletes everything `node` recorded: its heartbeat, its members and
+/// presence in every room it had, its room list and its entry in the node
+/// set.
+async fn remove_node(
+    conn: &mut ConnectionManager,
+    keys: &Keys,
+    node: &str,
+) -> Result<(), redis::RedisError> {
+    let rooms: Vec<String> = conn.smembers(keys.rooms_of(node)).await?;
+    let mine = format!("{node}|");
+    for room in rooms {
+        let Some(room) = Keys::parse_room(&room) else {
+            continue;
+        };
+        let key = keys.members(&room);
+        let fields: Vec<String> = conn.hkeys(&key).await?;
+        let own: Vec<&String> = fields
+            .iter()
+            .filter(|field| field.starts_with(&mine))
+            .collect();
+        if !own.is_empty() {
+            let () = conn.hdel(&key, own).await?;
+        }
+    }
+    let () = conn.del(keys.rooms_of(node)).await?;
+    let () = conn.del(keys.heartbeat_of(node)).await?;
+    conn.srem(&keys.nodes, node).await
+}
+
+impl Drop for Node {
+    /// A node that stops cleanly takes its records with it at once, rather
+    /// than after the liveness TTL. Without a runtime (the process is going
+    /// down) the other nodes remove them when the heartbeat expires.
+    fn drop(&mut self) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let mut conn = self.commands.clone();
+        let keys = Keys::new(&self.keys.prefix, self.id);
+        let node = self.id.to_string();
+        let timeout = self.config.timeout;
+        runtime.spawn(async move {
+            let removed = tokio::time::timeout(timeout, remove_node(&mut conn, &keys, &node)).await;
+            if !matches!(removed, Ok(Ok(()))) {
+                tracing::debug!(node, "left the cluster without removing its records");
+            }
+        });
     }
 }
 
