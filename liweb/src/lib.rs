@@ -87,6 +87,13 @@
 //! async fn on_say(text: u64) {}
 //! ```
 //!
+//! ## Scaling out
+//!
+//! One process keeps rooms, their state and presence in memory. With the
+//! `redis` feature, `ServerBuilder::adapter(RedisAdapter::connect(url).await?)`
+//! makes the server one node of a cluster sharing rooms, state and presence
+//! through Redis, with no other change to the application; see [`cluster`].
+//!
 //! ## Feature flags
 //!
 //! | feature  | default | what it enables |
