@@ -87,6 +87,13 @@
 //! async fn on_say(text: u64) {}
 //! ```
 //!
+//! ## Scaling out
+//!
+//! One process keeps rooms, their state and presence in memory. With the
+//! `redis` feature, `ServerBuilder::adapter(RedisAdapter::connect(url).await?)`
+//! makes the server one node of a cluster sharing rooms, state and presence
+//! through Redis, with no other change to the application; see [`cluster`].
+//!
 //! ## Feature flags
 //!
 //! | feature  | default | what it enables |
@@ -94,6 +101,7 @@
 //! | `ws`     | yes     | the WebSocket transport on axum ([`Server::ws_route`]) |
 //! | `client` | no      | the typed Rust client ([`client::Client`]) |
 //! | `jwt`    | no      | the JWT authentication strategy ([`auth::Auth::jwt_hs256`]) |
+//! | `redis`  | no      | scaling out over Redis ([`cluster::RedisAdapter`]) |
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 // Without a transport the connection machinery has no caller yet.
@@ -105,6 +113,7 @@
 extern crate self as liweb;
 
 mod ack;
+pub mod cluster;
 mod codec;
 mod conn;
 mod error;

@@ -156,6 +156,9 @@ impl PresenceChange {
 ///
 /// Methods are synchronous: the in-memory store never waits, and a networked
 /// store is expected to keep a local view and sync it in the background.
+/// That is what a server in a cluster does (see [`crate::cluster`]): this
+/// store holds the node's own members, and the adapter records them in the
+/// shared store too, where `Room::cluster_presence` reads every node's.
 /// Every method that can expire records takes `now_ms` (see [`now_ms`]) so the
 /// caller controls the clock, which keeps stores deterministic under test.
 #[diagnostic::on_unimplemented(

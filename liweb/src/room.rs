@@ -19,7 +19,8 @@ use std::{
 use serde::Serialize;
 
 use crate::{
-    codec::{EncodeOnce, Frame},
+    cluster::{ClusterError, Link, Message, Only},
+    codec::{CodecKind, EncodeOnce, Frame},
     conn::{Conn, ConnId},
     error::{EmitError, EncodeError},
     event::Events,
@@ -129,6 +130,8 @@ pub(crate) struct Registry<Out> {
     pub(crate) presence: Arc<dyn PresenceStore>,
     /// Given to each room's [`RoomState`] so changes reach synced members.
     on_change: ChangeListener,
+    /// The other nodes, when the server is part of a cluster.
+    pub(crate) cluster: Option<Arc<dyn Link>>,
 }
 
 pub(crate) struct RoomInner<Out> {
@@ -200,6 +203,14 @@ impl<Out: Events> RoomInner<Out> {
             tracing::error!(room = %self.key, %err, event = name, "cannot encode a room event");
         }
     }
+
+    fn members_with(&self, presence: &PresenceKey) -> Vec<ConnId> {
+        self.members()
+            .iter()
+            .filter(|(_, member)| member.presence == *presence)
+            .map(|(id, _)| *id)
+            .collect()
+    }
 }
 
 impl<Out: Events> Registry<Out> {
@@ -209,6 +220,7 @@ impl<Out: Events> Registry<Out> {
         guards: HashMap<Arc<str>, JoinGuard<Out>>,
         guard_timeout: std::time::Duration,
         defaults: HashMap<Arc<str>, RoomDefaults>,
+        cluster: Option<Arc<dyn Link>>,
     ) -> Arc<Self> {
         Arc::new_cyclic(|weak: &Weak<Self>| {
             let weak = weak.clone();
@@ -225,6 +237,7 @@ impl<Out: Events> Registry<Out> {
                 state,
                 presence,
                 on_change,
+                cluster,
             }
         })
     }
@@ -282,6 +295,11 @@ impl<Out: Events> Registry<Out> {
             }
             room.deleted.store(true, Ordering::Release);
             rooms.remove(key);
+            if !members.is_empty()
+                && let Some(cluster) = &self.cluster
+            {
+                cluster.unsubscribe(key);
+            }
             members
                 .drain()
                 .map(|(_, member)| member)
@@ -295,6 +313,21 @@ impl<Out: Events> Registry<Out> {
                 .retain(|member_of| member_of != key);
         }
         self.presence.drop_room(key);
+        if let Some(cluster) = &self.cluster {
+            cluster.drop_room(key).await;
+            // The state is shared: a room emptied here may have members on
+            // other nodes, whose state must stay.
+            if only_if_empty.is_some() {
+                match cluster.members(key).await {
+                    Ok(members) if members.is_empty() => {}
+                    Ok(_) => return true,
+                    Err(err) => {
+                        tracing::warn!(room = %key, %err, "kept the state of a room emptied here: cannot tell whether other nodes have members");
+                        return true;
+                    }
+                }
+            }
+        }
         if let Err(err) = self.state.drop_room(key).await {
             tracing::error!(room = %key, %err, "cannot drop the state of a deleted room");
         }
@@ -302,15 +335,116 @@ impl<Out: Events> Registry<Out> {
     }
 
     fn state_changed(&self, key: &RoomKey, patch: &StatePatch) {
-        let Some(room) = self.get(key) else { return };
-        if room.sync.load(Ordering::Acquire) {
-            let payload = PatchPayload {
-                channel: key.channel(),
-                room: key.room(),
-                patch,
-            };
+        let payload = PatchPayload {
+            channel: key.channel(),
+            room: key.room(),
+            patch,
+        };
+        if let Some(room) = self.get(key)
+            && room.sync.load(Ordering::Acquire)
+        {
             room.send_reserved(STATE_PATCH, &payload, |_| true);
         }
+        // Other nodes' members of the room may be synced even when this node
+        // has none.
+        self.publish_reserved(key, STATE_PATCH, &payload, None, Only::Synced);
+    }
+
+    /// Publishes a reserved event of `room` to the other nodes.
+    fn publish_reserved(
+        &self,
+        room: &RoomKey,
+        name: &str,
+        payload: &impl Serialize,
+        except: Option<ConnId>,
+        only: Only,
+    ) {
+        let Some(cluster) = &self.cluster else { return };
+        match CodecKind::Json.encode_parts(name, None, payload) {
+            Ok(frame) => cluster.publish(Message::Room {
+                room: room.clone(),
+                except,
+                only,
+                frame: frame.into_bytes(),
+            }),
+            Err(err) => {
+                tracing::error!(room = %room, %err, event = name, "cannot encode a room event")
+            }
+        }
+    }
+
+    /// Publishes a room emit, already encoded for local members, to the other nodes.
+    fn publish_emit(
+        &self,
+        room: &RoomKey,
+        frames: &mut EncodeOnce<impl FnMut(CodecKind) -> Result<Frame, EncodeError>>,
+        except: Option<ConnId>,
+    ) -> Result<(), EncodeError> {
+        if let Some(cluster) = &self.cluster {
+            let frame = frames.get(CodecKind::Json)?.clone();
+            cluster.publish(Message::Room {
+                room: room.clone(),
+                except,
+                only: Only::All,
+                frame: frame.into_bytes(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Delivers another node's room message to the local members.
+    pub(crate) fn deliver_room(
+        &self,
+        key: &RoomKey,
+        except: Option<ConnId>,
+        only: Only,
+        frames: &mut EncodeOnce<impl FnMut(CodecKind) -> Result<Frame, EncodeError>>,
+    ) -> Result<usize, EncodeError> {
+        let Some(room) = self.get(key) else {
+            return Ok(0);
+        };
+        let wanted = match only {
+            Only::All => true,
+            Only::Synced => room.sync.load(Ordering::Acquire),
+            Only::PresenceEvents => room.presence_events.load(Ordering::Acquire),
+        };
+        if !wanted {
+            return Ok(0);
+        }
+        room.send(frames, |id| Some(id) != except)
+    }
+
+    /// Delivers another node's multi-room message to the local members,
+    /// once each.
+    pub(crate) fn deliver_rooms(
+        &self,
+        keys: &[RoomKey],
+        except: Option<ConnId>,
+        frames: &mut EncodeOnce<impl FnMut(CodecKind) -> Result<Frame, EncodeError>>,
+    ) -> Result<usize, EncodeError> {
+        let rooms: Vec<Arc<RoomInner<Out>>> = keys.iter().filter_map(|key| self.get(key)).collect();
+        send_once(rooms.iter(), frames, except)
+    }
+
+    /// Every local member of every room with its presence record.
+    pub(crate) fn memberships(&self) -> Vec<(RoomKey, Vec<(ConnId, PresenceRecord)>)> {
+        let rooms: Vec<Arc<RoomInner<Out>>> = self.rooms().values().cloned().collect();
+        let now = now_ms();
+        rooms
+            .iter()
+            .map(|room| {
+                let members = room
+                    .members()
+                    .iter()
+                    .filter_map(|(id, member)| {
+                        self.presence
+                            .get(&room.key, &member.presence, now)
+                            .map(|record| (*id, record))
+                    })
+                    .collect();
+                (room.key.clone(), members)
+            })
+            .collect()
     }
 
     /// Removes a connection from every room it is in; its presence in each
@@ -331,12 +465,25 @@ impl<Out: Events> Registry<Out> {
             let Some(member) = members.remove(&conn.id()) else {
                 return false;
             };
+            if members.is_empty() {
+                // Under the lock, so a join that follows subscribes after this.
+                if let Some(cluster) = &self.cluster {
+                    cluster.unsubscribe(&room.key);
+                }
+            }
             (member, members.is_empty())
         };
         conn.inner.rooms().retain(|key| *key != room.key);
         let change = self
             .presence
             .leave(&room.key, &member.presence, conn.id(), now_ms());
+        if let Some(cluster) = &self.cluster {
+            let offline = match &change {
+                PresenceChange::Left(record) => Some(record.clone()),
+                _ => None,
+            };
+            cluster.member_left(&room.key, conn.id(), offline).await;
+        }
         self.announce(room, change, Some(conn.id()));
         if now_empty && room.delete_when_empty {
             self.remove_room(&room.key, Some(room)).await;
@@ -347,6 +494,8 @@ impl<Out: Events> Registry<Out> {
     /// Sends a presence change to the room's other members, when the room
     /// asked for presence events.
     fn announce(&self, room: &RoomInner<Out>, change: PresenceChange, except: Option<ConnId>) {
+        // Each node applies its own room's setting to what it receives; the
+        // same application sets the same defaults on every node.
         if !room.presence_events.load(Ordering::Acquire) {
             return;
         }
@@ -362,6 +511,7 @@ impl<Out: Events> Registry<Out> {
             presence: &record,
         };
         room.send_reserved(name, &payload, |id| Some(id) != except);
+        self.publish_reserved(&room.key, name, &payload, except, Only::PresenceEvents);
     }
 }
 
@@ -566,7 +716,7 @@ impl<Out: Events> Room<Out> {
         }
         let key = &self.inner.key;
         let presence = presence_key(conn);
-        let room = loop {
+        let (room, subscribed) = loop {
             let room = self
                 .current()
                 .unwrap_or_else(|| self.registry.get_or_create(key));
@@ -585,10 +735,20 @@ impl<Out: Events> Room<Out> {
                     presence: presence.clone(),
                 },
             );
+            // The first local member: start hearing the room's messages from
+            // other nodes (under the lock, so it is ordered with the last
+            // member's unsubscribe).
+            let subscribed = match &self.registry.cluster {
+                Some(cluster) if members.len() == 1 => Some(cluster.subscribe(key)),
+                _ => None,
+            };
             conn.inner.rooms().push(key.clone());
             drop(members);
-            break room;
+            break (room, subscribed);
         };
+        if let Some(subscribed) = subscribed {
+            subscribed.await;
+        }
         // A connection that ended while joining has already left its rooms;
         // undo, so no membership outlives it.
         if conn.is_closed() {
@@ -607,9 +767,24 @@ impl<Out: Events> Room<Out> {
                 .leave(&room.key, &presence, conn.id(), now_ms());
             return Ok(false);
         }
+        if let Some(cluster) = &self.registry.cluster
+            && let Some(record) = self.registry.presence.get(&room.key, &presence, now_ms())
+        {
+            cluster.member_joined(&room.key, conn.id(), record).await;
+        }
         self.registry.announce(&room, change, Some(conn.id()));
         if room.presence_events.load(Ordering::Acquire) {
-            let records = self.registry.presence.list(&room.key, now_ms());
+            let records = match &self.registry.cluster {
+                // Everyone in the room, on every node.
+                Some(cluster) => match cluster.presence(&room.key, now_ms()).await {
+                    Ok(records) => records,
+                    Err(err) => {
+                        tracing::warn!(room = %room.key, %err, "cluster presence unavailable; the joiner gets this node's");
+                        self.registry.presence.list(&room.key, now_ms())
+                    }
+                },
+                None => self.registry.presence.list(&room.key, now_ms()),
+            };
             let payload = PresenceSnapshotPayload {
                 channel: room.key.channel(),
                 room: room.key.room(),
@@ -690,25 +865,32 @@ impl<Out: Events> Room<Out> {
 
     /// Sends an event to every member, serialized once per codec in use.
     /// Returns how many members it was queued for (0 for a deleted room).
+    ///
+    /// In a cluster the event also goes, once, to the other nodes, which
+    /// deliver it to their members; the count is of this node's members.
     pub fn emit(&self, event: Out) -> Result<usize, EncodeError> {
-        match self.current() {
-            Some(room) => room.send(&mut EncodeOnce::new(|codec| codec.encode(&event)), |_| true),
-            None => Ok(0),
-        }
+        self.emit_where(&event, None)
     }
 
-    /// Sends an event to every member but `id` (usually the sender).
+    /// Sends an event to every member but `id` (usually the sender), on
+    /// every node of a cluster.
     pub fn emit_except(&self, id: ConnId, event: Out) -> Result<usize, EncodeError> {
-        match self.current() {
-            Some(room) => room.send(
-                &mut EncodeOnce::new(|codec| codec.encode(&event)),
-                |member| member != id,
-            ),
-            None => Ok(0),
-        }
+        self.emit_where(&event, Some(id))
     }
 
-    /// Sends an event to the member `id`; `Ok(false)` when `id` is not a member.
+    fn emit_where(&self, event: &Out, except: Option<ConnId>) -> Result<usize, EncodeError> {
+        let mut frames = EncodeOnce::new(|codec| codec.encode(event));
+        let sent = match self.current() {
+            Some(room) => room.send(&mut frames, |member| Some(member) != except)?,
+            None => 0,
+        };
+        self.registry
+            .publish_emit(&self.inner.key, &mut frames, except)?;
+        Ok(sent)
+    }
+
+    /// Sends an event to the member `id`; `Ok(false)` when `id` is not a
+    /// member on this node (in a cluster, `emit_to` does not look further).
     pub fn emit_to(&self, id: ConnId, event: Out) -> Result<bool, EmitError> {
         let Some(conn) = self
             .current()
@@ -817,11 +999,58 @@ impl<Out: Events> Room<Out> {
             .set_activity(&room.key, &presence, activity, now_ms())
         {
             Some(change) => {
+                if let Some(cluster) = &self.registry.cluster
+                    && let Some(record) = self.registry.presence.get(&room.key, &presence, now_ms())
+                {
+                    for id in room.members_with(&presence) {
+                        tokio::spawn(cluster.member_joined(&room.key, id, record.clone()));
+                    }
+                }
                 self.registry.announce(&room, change, Some(conn.id()));
                 true
             }
             None => false,
         }
+    }
+
+    /// The members' ids on every node of the cluster; without a cluster,
+    /// [`Room::members`]. Members of nodes that stopped sending heartbeats
+    /// are left out.
+    pub async fn cluster_members(&self) -> Result<Vec<ConnId>, ClusterError> {
+        match &self.registry.cluster {
+            Some(cluster) => cluster.members(&self.inner.key).await,
+            None => Ok(self.members()),
+        }
+    }
+
+    /// How many connections are members on every node of the cluster;
+    /// without a cluster, [`Room::size`].
+    pub async fn cluster_size(&self) -> Result<usize, ClusterError> {
+        match &self.registry.cluster {
+            Some(cluster) => cluster.members(&self.inner.key).await.map(|m| m.len()),
+            None => Ok(self.size()),
+        }
+    }
+
+    /// The room's presence records across the cluster, one per user (or
+    /// connection) however many nodes its connections are on; without a
+    /// cluster, [`Room::presence`].
+    pub async fn cluster_presence(&self) -> Result<Vec<PresenceRecord>, ClusterError> {
+        match &self.registry.cluster {
+            Some(cluster) => cluster.presence(&self.inner.key, now_ms()).await,
+            None => Ok(self.presence()),
+        }
+    }
+
+    /// How many keys are online across the cluster; without a cluster,
+    /// [`Room::online_count`].
+    pub async fn cluster_online_count(&self) -> Result<usize, ClusterError> {
+        Ok(self
+            .cluster_presence()
+            .await?
+            .iter()
+            .filter(|record| record.online)
+            .count())
     }
 }
 
@@ -856,24 +1085,53 @@ impl<Out: Events> Rooms<Out> {
 
     fn emit_where(&self, event: &Out, except: Option<ConnId>) -> Result<usize, EncodeError> {
         let mut frames = EncodeOnce::new(|codec| codec.encode(event));
-        let mut reached = HashSet::new();
-        if let Some(id) = except {
-            reached.insert(id);
-        }
-        let mut sent = 0;
-        for room in self.rooms.iter().filter_map(Room::current) {
-            for (id, Member { conn, .. }) in room.members().iter() {
-                if reached.insert(*id)
-                    && conn
-                        .send_encoded(frames.get(conn.meta().codec())?.clone())
-                        .is_ok()
-                {
-                    sent += 1;
-                }
-            }
+        let rooms: Vec<Arc<RoomInner<Out>>> = self.rooms.iter().filter_map(Room::current).collect();
+        let sent = send_once(rooms.iter(), &mut frames, except)?;
+        if let Some(cluster) = self
+            .rooms
+            .first()
+            .and_then(|room| room.registry.cluster.as_ref())
+        {
+            // One message for all the rooms, so a node with a connection in
+            // several of them delivers it once.
+            let frame = frames.get(CodecKind::Json)?.clone();
+            cluster.publish(Message::Rooms {
+                rooms: self
+                    .rooms
+                    .iter()
+                    .map(|room| room.inner.key.clone())
+                    .collect(),
+                except,
+                frame: frame.into_bytes(),
+            });
         }
         Ok(sent)
     }
+}
+
+/// Sends to every member of any of `rooms` once, but `except`.
+fn send_once<'a, Out: Events + 'a>(
+    rooms: impl Iterator<Item = &'a Arc<RoomInner<Out>>>,
+    frames: &mut EncodeOnce<impl FnMut(CodecKind) -> Result<Frame, EncodeError>>,
+    except: Option<ConnId>,
+) -> Result<usize, EncodeError> {
+    let mut reached = HashSet::new();
+    if let Some(id) = except {
+        reached.insert(id);
+    }
+    let mut sent = 0;
+    for room in rooms {
+        for (id, Member { conn, .. }) in room.members().iter() {
+            if reached.insert(*id)
+                && conn
+                    .send_encoded(frames.get(conn.meta().codec())?.clone())
+                    .is_ok()
+            {
+                sent += 1;
+            }
+        }
+    }
+    Ok(sent)
 }
 
 #[cfg(test)]

@@ -317,18 +317,21 @@ impl<In: Events, Out: Events> Server<In, Out> {
     }
 
     /// Sends an event to every connection. The event is serialized once per
-    /// codec in use; returns how many connections it was queued for.
+    /// codec in use; returns how many connections it was queued for (on this
+    /// node: in a cluster it also goes to every other node's connections).
     pub fn broadcast(&self, event: Out) -> Result<usize, EncodeError> {
-        self.broadcast_where(&event, |_| true)
+        self.broadcast_cluster(&event, None)
     }
 
-    /// Sends an event to every connection except `id` (usually the sender).
+    /// Sends an event to every connection except `id` (usually the sender),
+    /// on every node of a cluster.
     pub fn broadcast_except(&self, id: ConnId, event: Out) -> Result<usize, EncodeError> {
-        self.broadcast_where(&event, |conn| conn.id() != id)
+        self.broadcast_cluster(&event, Some(id))
     }
 
     /// Sends an event to the connections for which `predicate` returns `true`,
-    /// for example by their [`Conn::data`].
+    /// for example by their [`Conn::data`]. Only this node's connections: the
+    /// predicate cannot travel to other nodes of a cluster.
     pub fn broadcast_filter(
         &self,
         predicate: impl Fn(&Conn<Out>) -> bool,
@@ -342,7 +345,14 @@ impl<In: Events, Out: Events> Server<In, Out> {
         event: &Out,
         predicate: impl Fn(&Conn<Out>) -> bool,
     ) -> Result<usize, EncodeError> {
-        let mut frames = EncodeOnce::new(|codec| codec.encode(event));
+        self.deliver_local(&mut EncodeOnce::new(|codec| codec.encode(event)), predicate)
+    }
+
+    pub(crate) fn deliver_local(
+        &self,
+        frames: &mut EncodeOnce<impl FnMut(CodecKind) -> Result<crate::codec::Frame, EncodeError>>,
+        predicate: impl Fn(&Conn<Out>) -> bool,
+    ) -> Result<usize, EncodeError> {
         let mut sent = 0;
         for conn in self.read_conns().values() {
             if predicate(conn) {
@@ -415,7 +425,7 @@ impl<In: Events, Out: Events> Server<In, Out> {
             .await;
     }
 
-    fn read_conns(&self) -> std::sync::RwLockReadGuard<'_, HashMap<ConnId, Conn<Out>>> {
+    pub(crate) fn read_conns(&self) -> std::sync::RwLockReadGuard<'_, HashMap<ConnId, Conn<Out>>> {
         self.inner
             .conns
             .read()
@@ -929,6 +939,7 @@ pub struct ServerBuilder<In, Out> {
     join_guard_timeout: Duration,
     channel_defaults: HashMap<Arc<str>, RoomDefaults>,
     config: Config,
+    pub(crate) cluster: Option<crate::cluster::Parts>,
 }
 
 impl<In, Out> fmt::Debug for ServerBuilder<In, Out> {
@@ -960,6 +971,7 @@ impl<In: Events, Out: Events> ServerBuilder<In, Out> {
             join_guard_timeout: Duration::from_secs(5),
             channel_defaults: HashMap::new(),
             config: Config::default(),
+            cluster: None,
         }
     }
 
@@ -1226,6 +1238,10 @@ impl<In: Events, Out: Events> ServerBuilder<In, Out> {
         let sweep_every = self
             .presence_ttl
             .clamp(Duration::from_millis(100), Duration::from_secs(60));
+        let (link, cluster_state, attach) = match self.cluster {
+            Some(parts) => (Some(parts.link), Some(parts.state), Some(parts.attach)),
+            None => (None, None, None),
+        };
         let server = Server {
             inner: Arc::new(Inner {
                 table: self.table.into_iter().map(Vec::into_boxed_slice).collect(),
@@ -1246,16 +1262,21 @@ impl<In: Events, Out: Events> ServerBuilder<In, Out> {
                 shutdown_deadline: std::sync::OnceLock::new(),
                 rooms: Registry::new(
                     self.state_store
+                        .or(cluster_state)
                         .unwrap_or_else(|| Arc::new(MemoryStore::default())),
                     self.presence_store
                         .unwrap_or_else(|| Arc::new(MemoryPresence::new(self.presence_ttl))),
                     self.join_guards,
                     self.join_guard_timeout,
                     self.channel_defaults,
+                    link,
                 ),
                 config: self.config,
             }),
         };
+        if let Some(attach) = attach {
+            crate::cluster::local::attach(&server, attach);
+        }
         if tokio::runtime::Handle::try_current().is_ok() {
             tokio::spawn(sweep_presence(
                 Arc::downgrade(&server.inner.rooms),

@@ -451,33 +451,33 @@ impl MemoryStore {
     }
 }
 
-fn set_patch(key: &str, value: Value) -> StatePatch {
+pub(crate) fn set_patch(key: &str, value: Value) -> StatePatch {
     StatePatch::Set {
         key: key.to_owned(),
         value,
     }
 }
 
-fn not_a_number(key: &str) -> StateError {
+pub(crate) fn not_a_number(key: &str) -> StateError {
     StateError::NotANumber {
         key: key.to_owned(),
     }
 }
 
-fn not_an_array(key: &str) -> StateError {
+pub(crate) fn not_an_array(key: &str) -> StateError {
     StateError::NotAnArray {
         key: key.to_owned(),
     }
 }
 
-fn not_an_object(key: &str) -> StateError {
+pub(crate) fn not_an_object(key: &str) -> StateError {
     StateError::NotAnObject {
         key: key.to_owned(),
     }
 }
 
 /// `current + by`, exact while the sum is a JSON integer.
-fn add(key: &str, current: &Number, by: i128) -> Result<Number, StateError> {
+pub(crate) fn add(key: &str, current: &Number, by: i128) -> Result<Number, StateError> {
     let exact = current
         .as_i64()
         .map(i128::from)

@@ -398,6 +398,17 @@ pub fn app() -> Router {
 /// the browser client at `/liweb.js`, and `/config.json` telling the page
 /// whether to ask for a secret.
 pub fn app_with(options: Options) -> Router {
+    app_configured(options, |builder| builder)
+}
+
+/// [`app_with`], with the server builder changed by `configure` before it
+/// is built: the cluster example gives it a Redis adapter there.
+pub fn app_configured(
+    options: Options,
+    configure: impl FnOnce(
+        liweb::ServerBuilder<ChatIn, ChatOut>,
+    ) -> liweb::ServerBuilder<ChatIn, ChatOut>,
+) -> Router {
     let mut builder = ChatServer::builder()
         .handlers(liweb::handlers![exhaustive ChatIn => on_message, on_join, on_leave, on_typing])
         .on_connect(on_connect)
@@ -412,7 +423,7 @@ pub fn app_with(options: Options) -> Router {
         }
         None => "none",
     };
-    let server = builder.build();
+    let server = configure(builder).build();
     Router::new()
         .route(
             "/",

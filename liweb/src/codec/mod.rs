@@ -257,6 +257,14 @@ impl Frame {
         matches!(self.data, FrameData::Text(_))
     }
 
+    /// A JSON text frame from bytes another node encoded.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn json(bytes: Bytes) -> Result<Self, EncodeError> {
+        Ok(Self {
+            data: FrameData::Text(text_from_bytes(bytes)?),
+        })
+    }
+
     /// The encoded bytes, owned.
     #[cfg_attr(not(feature = "client"), allow(dead_code))]
     pub(crate) fn into_bytes(self) -> Bytes {

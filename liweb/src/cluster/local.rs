@@ -1,0 +1,137 @@
+//! The receiving end of a node: messages from other nodes reach the local
+//! connections they are for.
+
+use std::sync::{Arc, Weak};
+
+use bytes::Bytes;
+
+use super::{Deliver, Message};
+use crate::{
+    codec::{CodecKind, EncodeOnce, Frame},
+    conn::ConnId,
+    error::EncodeError,
+    event::Events,
+    presence::PresenceRecord,
+    protocol::CloseCode,
+    server::{Inner, Server},
+    state::RoomKey,
+};
+
+/// Hands the adapter the way into `server`.
+pub(crate) fn attach<In: Events, Out: Events>(
+    server: &Server<In, Out>,
+    attach: Box<dyn FnOnce(Arc<dyn Deliver>) + Send>,
+) {
+    attach(Arc::new(LocalNode::new(Arc::downgrade(&server.inner))));
+}
+
+impl<In: Events, Out: Events> Server<In, Out> {
+    /// A broadcast to local connections, then published to the other nodes.
+    pub(crate) fn broadcast_cluster(
+        &self,
+        event: &Out,
+        except: Option<ConnId>,
+    ) -> Result<usize, EncodeError> {
+        let mut frames = EncodeOnce::new(|codec| codec.encode(event));
+        let sent = self.deliver_local(&mut frames, |conn| Some(conn.id()) != except)?;
+        if let Some(cluster) = &self.inner.rooms.cluster {
+            let frame = frames.get(CodecKind::Json)?.clone();
+            cluster.publish(Message::Broadcast {
+                except,
+                frame: frame.into_bytes(),
+            });
+        }
+        Ok(sent)
+    }
+
+    /// Closes the connection `id` with a code and a reason, wherever it is:
+    /// on this node at once (`true`); otherwise, in a cluster, the node
+    /// holding it closes it when the request arrives (`false`, as for an
+    /// unknown connection, since no node answers).
+    pub fn disconnect(&self, id: ConnId, code: CloseCode, reason: &str) -> bool {
+        if let Some(conn) = self.get(id) {
+            return conn.close(code, reason);
+        }
+        if let Some(cluster) = &self.inner.rooms.cluster {
+            cluster.publish(Message::Disconnect {
+                conn: id,
+                code,
+                reason: reason.to_owned(),
+            });
+        }
+        false
+    }
+}
+
+/// Delivers other nodes' messages into one server. Holds the server weakly:
+/// the adapter must not keep a dropped server alive.
+pub(crate) struct LocalNode<In, Out> {
+    server: Weak<Inner<In, Out>>,
+}
+
+impl<In, Out> LocalNode<In, Out> {
+    pub(crate) fn new(server: Weak<Inner<In, Out>>) -> Self {
+        Self { server }
+    }
+}
+
+/// Frames for each codec from the JSON bytes another node sent: JSON
+/// connections share those very bytes.
+pub(crate) fn frames_from_json(
+    json: &Bytes,
+) -> EncodeOnce<impl FnMut(CodecKind) -> Result<Frame, EncodeError> + '_> {
+    EncodeOnce::new(move |codec| match codec {
+        CodecKind::Json => Frame::json(json.clone()),
+    })
+}
+
+impl<In: Events, Out: Events> Deliver for LocalNode<In, Out> {
+    fn deliver(&self, message: Message) {
+        let Some(inner) = self.server.upgrade() else {
+            return;
+        };
+        tracing::trace!(?message, "message from another node");
+        let server = Server { inner };
+        let delivered = match message {
+            Message::Room {
+                room,
+                except,
+                only,
+                frame,
+            } => {
+                server
+                    .inner
+                    .rooms
+                    .deliver_room(&room, except, only, &mut frames_from_json(&frame))
+            }
+            Message::Rooms {
+                rooms,
+                except,
+                frame,
+            } => server
+                .inner
+                .rooms
+                .deliver_rooms(&rooms, except, &mut frames_from_json(&frame)),
+            Message::Broadcast { except, frame } => server
+                .deliver_local(&mut frames_from_json(&frame), |conn| {
+                    Some(conn.id()) != except
+                }),
+            Message::Disconnect { conn, code, reason } => {
+                if let Some(conn) = server.get(conn) {
+                    conn.close(code, &reason);
+                }
+                Ok(0)
+            }
+        };
+        if let Err(err) = delivered {
+            tracing::error!(%err, "a frame from another node is not valid for this node's codecs");
+        }
+    }
+
+    fn memberships(&self) -> Vec<(RoomKey, Vec<(ConnId, PresenceRecord)>)> {
+        match self.server.upgrade() {
+            Some(inner) => inner.rooms.memberships(),
+            None => Vec::new(),
+        }
+    }
+}

@@ -1,0 +1,495 @@
+//! Scaling out: several server processes sharing rooms.
+//!
+//! By default a server keeps everything in memory and needs no service: its
+//! rooms, their state and presence live in the process. With an adapter
+//! (today [`RedisAdapter`], behind the `redis` feature) several processes
+//! — *nodes* — serve the same rooms:
+//!
+//! ```ignore
+//! # // Needs the `redis` feature; the same example runs in `RedisAdapter`'s docs.
+//! # async fn run() -> Result<(), liweb::cluster::ClusterError> {
+//! # use liweb::prelude::*;
+//! # #[derive(Events)] enum In { Ping }
+//! # #[derive(Events)] enum Out { Pong }
+//! use liweb::cluster::RedisAdapter;
+//!
+//! let server = Server::<In, Out>::builder()
+//!     .adapter(RedisAdapter::connect("redis://127.0.0.1:6379").await?)
+//!     .build();
+//! # let _ = server;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Nothing else changes in the application: handlers emit to rooms,
+//! broadcast and use room state exactly as in one process.
+//!
+//! ## What crosses nodes
+//!
+//! | operation | how |
+//! |---|---|
+//! | [`Room::emit`](crate::Room::emit), [`Room::emit_except`](crate::Room::emit_except) | local members at once; one message on the room's topic for the other nodes |
+//! | [`Rooms::emit`](crate::Rooms::emit) (several rooms) | local members at once; one message on the server-wide topic naming the rooms, so a connection in several of them gets it once on every node |
+//! | [`Server::broadcast`](crate::Server::broadcast), [`Server::broadcast_except`](crate::Server::broadcast_except) | local connections at once; one message on the server-wide topic |
+//! | state sync patches, presence events | as room emits, only to members of rooms that have them turned on (each node applies its own room settings) |
+//! | [`Server::disconnect`](crate::Server::disconnect) | local connection closed at once, else one message on the server-wide topic; the node holding the connection closes it |
+//! | room state | the [`StateStore`] is shared (in Redis): every operation atomic across nodes |
+//! | [`Room::cluster_members`](crate::Room::cluster_members), [`Room::cluster_size`](crate::Room::cluster_size), [`Room::cluster_presence`](crate::Room::cluster_presence) | read from the shared store, counting only nodes that are alive |
+//!
+//! Stays local, by design: [`Server::broadcast_filter`](crate::Server::broadcast_filter)
+//! (its predicate is a closure that cannot travel), [`Room::emit_to`](crate::Room::emit_to),
+//! [`Server::get`](crate::Server::get) and [`Server::connections`](crate::Server::connections)
+//! (a [`Conn`](crate::Conn) is a local socket), and the synchronous
+//! [`Room::size`](crate::Room::size), [`Room::members`](crate::Room::members),
+//! [`Room::presence`](crate::Room::presence) and [`Room::online_count`](crate::Room::online_count),
+//! which answer for this node without waiting; their `cluster_*` counterparts
+//! are `async` and answer for the whole cluster. Keeping both means code
+//! written for one process keeps compiling and keeps its cost.
+//!
+//! An emit is serialized once (as JSON) and crosses the adapter once; a
+//! receiving node hands the same bytes to every local member. Each node skips
+//! the messages it published itself, so no member gets an emit twice.
+//!
+//! A server request with an acknowledgement across nodes is not part of the
+//! adapter yet: it builds on acknowledgements, which liweb does not have yet.
+
+// Without an adapter nothing publishes or reads messages between nodes.
+#![cfg_attr(not(feature = "redis"), allow(dead_code))]
+
+use std::{fmt, sync::Arc};
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use uuid::Uuid;
+
+use crate::{
+    conn::ConnId,
+    presence::PresenceRecord,
+    protocol::CloseCode,
+    state::{BoxFuture, RoomKey, StateStore},
+};
+
+pub(crate) mod local;
+#[cfg(feature = "redis")]
+mod redis;
+
+#[cfg(feature = "redis")]
+pub use self::redis::{RedisAdapter, RedisConfig, RedisStore};
+
+/// Why a cluster operation failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClusterError {
+    /// The cluster's service could not be reached when the adapter started.
+    #[error("cannot connect to `{url}`: {message}")]
+    Connect {
+        /// Where the adapter tried to connect (without a password).
+        url: String,
+        /// What the client library said.
+        message: String,
+    },
+    /// The URL given to the adapter is not valid.
+    #[error("invalid cluster URL: {0}")]
+    InvalidUrl(String),
+    /// A command to the cluster's service failed (it went away, or answered
+    /// with an error). Local delivery is not affected.
+    #[error("cluster command `{op}` failed: {message}")]
+    Command {
+        /// What the adapter was doing.
+        op: &'static str,
+        /// What the client library said.
+        message: String,
+    },
+    /// The subscription connection was lost; the adapter reconnects and
+    /// subscribes again on its own.
+    #[error("cluster subscription lost: {0}")]
+    SubscriptionLost(String),
+    /// A message from another node could not be read (another version of
+    /// liweb, or something else publishing on liweb's topics).
+    #[error("unreadable cluster message: {0}")]
+    BadMessage(String),
+}
+
+/// Receives the adapter's errors; see [`RedisAdapter::on_error`].
+pub type ClusterErrorHook = std::sync::Arc<dyn Fn(&ClusterError) + Send + Sync>;
+
+/// What one node tells the others. Frames are JSON (the codec every node
+/// speaks); a node whose connections use another codec would re-encode.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Message {
+    /// A room emit: every local member of `room` but `except`. `only`
+    /// restricts it to rooms that have sync or presence events on.
+    Room {
+        room: RoomKey,
+        except: Option<ConnId>,
+        only: Only,
+        frame: Bytes,
+    },
+    /// Every local member of any of `rooms`, once, but `except`.
+    Rooms {
+        rooms: Vec<RoomKey>,
+        except: Option<ConnId>,
+        frame: Bytes,
+    },
+    /// Every local connection but `except`.
+    Broadcast {
+        except: Option<ConnId>,
+        frame: Bytes,
+    },
+    /// Close the connection `conn` if it is here.
+    Disconnect {
+        conn: ConnId,
+        code: CloseCode,
+        reason: String,
+    },
+}
+
+/// Which rooms a room message is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Only {
+    /// Every room.
+    All,
+    /// Rooms with state sync on.
+    Synced,
+    /// Rooms with presence events on.
+    PresenceEvents,
+}
+
+const VERSION: u8 = 1;
+
+/// A message as it travels: who sent it, and what it says.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Envelope {
+    pub(crate) origin: Uuid,
+    pub(crate) message: Message,
+}
+
+fn put_str(buf: &mut BytesMut, text: &str) {
+    buf.put_u32(u32::try_from(text.len()).unwrap_or(u32::MAX));
+    buf.put_slice(text.as_bytes());
+}
+
+fn put_conn(buf: &mut BytesMut, conn: Option<ConnId>) {
+    match conn {
+        Some(conn) => {
+            buf.put_u8(1);
+            buf.put_slice(conn.as_uuid().as_bytes());
+        }
+        None => buf.put_u8(0),
+    }
+}
+
+fn put_room(buf: &mut BytesMut, room: &RoomKey) {
+    put_str(buf, room.channel());
+    put_str(buf, room.room());
+}
+
+fn bad(what: &str) -> ClusterError {
+    ClusterError::BadMessage(format!("truncated or malformed {what}"))
+}
+
+fn get_u8(buf: &mut &[u8], what: &str) -> Result<u8, ClusterError> {
+    if buf.remaining() < 1 {
+        return Err(bad(what));
+    }
+    Ok(buf.get_u8())
+}
+
+fn get_uuid(buf: &mut &[u8], what: &str) -> Result<Uuid, ClusterError> {
+    if buf.remaining() < 16 {
+        return Err(bad(what));
+    }
+    let mut bytes = [0; 16];
+    buf.copy_to_slice(&mut bytes);
+    Ok(Uuid::from_bytes(bytes))
+}
+
+fn get_str(buf: &mut &[u8], what: &str) -> Result<String, ClusterError> {
+    if buf.remaining() < 4 {
+        return Err(bad(what));
+    }
+    let len = buf.get_u32() as usize;
+    if buf.remaining() < len {
+        return Err(bad(what));
+    }
+    let text = std::str::from_utf8(&buf[..len])
+        .map_err(|_| bad(what))?
+        .to_owned();
+    buf.advance(len);
+    Ok(text)
+}
+
+fn get_conn(buf: &mut &[u8]) -> Result<Option<ConnId>, ClusterError> {
+    match get_u8(buf, "connection")? {
+        0 => Ok(None),
+        _ => Ok(Some(ConnId::from(get_uuid(buf, "connection")?))),
+    }
+}
+
+fn get_room(buf: &mut &[u8]) -> Result<RoomKey, ClusterError> {
+    let channel = get_str(buf, "channel")?;
+    let room = get_str(buf, "room")?;
+    Ok(RoomKey::new(channel, room))
+}
+
+impl Envelope {
+    /// A compact binary form: a version byte, the origin node, a kind byte,
+    /// the kind's fields, then the frame's bytes unchanged (no escaping, so a
+    /// JSON frame is copied once and never re-encoded).
+    pub(crate) fn encode(&self) -> Bytes {
+        let frame_len = match &self.message {
+            Message::Room { frame, .. }
+            | Message::Rooms { frame, .. }
+            | Message::Broadcast { frame, .. } => frame.len(),
+            Message::Disconnect { reason, .. } => reason.len(),
+        };
+        let mut buf = BytesMut::with_capacity(64 + frame_len);
+        buf.put_u8(VERSION);
+        buf.put_slice(self.origin.as_bytes());
+        match &self.message {
+            Message::Room {
+                room,
+                except,
+                only,
+                frame,
+            } => {
+                buf.put_u8(1);
+                put_room(&mut buf, room);
+                put_conn(&mut buf, *except);
+                buf.put_u8(match only {
+                    Only::All => 0,
+                    Only::Synced => 1,
+                    Only::PresenceEvents => 2,
+                });
+                buf.put_slice(frame);
+            }
+            Message::Rooms {
+                rooms,
+                except,
+                frame,
+            } => {
+                buf.put_u8(2);
+                buf.put_u32(u32::try_from(rooms.len()).unwrap_or(u32::MAX));
+                for room in rooms {
+                    put_room(&mut buf, room);
+                }
+                put_conn(&mut buf, *except);
+                buf.put_slice(frame);
+            }
+            Message::Broadcast { except, frame } => {
+                buf.put_u8(3);
+                put_conn(&mut buf, *except);
+                buf.put_slice(frame);
+            }
+            Message::Disconnect { conn, code, reason } => {
+                buf.put_u8(4);
+                buf.put_slice(conn.as_uuid().as_bytes());
+                buf.put_u16(code.as_u16());
+                buf.put_slice(reason.as_bytes());
+            }
+        }
+        buf.freeze()
+    }
+
+    /// Reads what [`Envelope::encode`] wrote; the frame shares `bytes`.
+    pub(crate) fn decode(bytes: &Bytes) -> Result<Self, ClusterError> {
+        let mut buf: &[u8] = bytes;
+        let version = get_u8(&mut buf, "version")?;
+        if version != VERSION {
+            return Err(ClusterError::BadMessage(format!(
+                "message version {version}, expected {VERSION}"
+            )));
+        }
+        let origin = get_uuid(&mut buf, "origin")?;
+        let kind = get_u8(&mut buf, "kind")?;
+        let rest = |buf: &[u8]| bytes.slice(bytes.len() - buf.len()..);
+        let message = match kind {
+            1 => {
+                let room = get_room(&mut buf)?;
+                let except = get_conn(&mut buf)?;
+                let only = match get_u8(&mut buf, "room filter")? {
+                    0 => Only::All,
+                    1 => Only::Synced,
+                    2 => Only::PresenceEvents,
+                    other => {
+                        return Err(ClusterError::BadMessage(format!(
+                            "unknown room filter {other}"
+                        )));
+                    }
+                };
+                Message::Room {
+                    room,
+                    except,
+                    only,
+                    frame: rest(buf),
+                }
+            }
+            2 => {
+                if buf.remaining() < 4 {
+                    return Err(bad("room list"));
+                }
+                let count = buf.get_u32() as usize;
+                let mut rooms = Vec::with_capacity(count.min(1024));
+                for _ in 0..count {
+                    rooms.push(get_room(&mut buf)?);
+                }
+                let except = get_conn(&mut buf)?;
+                Message::Rooms {
+                    rooms,
+                    except,
+                    frame: rest(buf),
+                }
+            }
+            3 => {
+                let except = get_conn(&mut buf)?;
+                Message::Broadcast {
+                    except,
+                    frame: rest(buf),
+                }
+            }
+            4 => {
+                let conn = ConnId::from(get_uuid(&mut buf, "connection")?);
+                if buf.remaining() < 2 {
+                    return Err(bad("close code"));
+                }
+                let code = CloseCode::from(buf.get_u16());
+                let reason = String::from_utf8_lossy(buf).into_owned();
+                Message::Disconnect { conn, code, reason }
+            }
+            other => {
+                return Err(ClusterError::BadMessage(format!(
+                    "unknown message kind {other}"
+                )));
+            }
+        };
+        Ok(Self { origin, message })
+    }
+}
+
+/// Where a node's messages for others go, and where it keeps what other
+/// nodes must see (membership, presence). Not generic over the server's
+/// events, so the room registry holds it as a trait object.
+pub(crate) trait Link: Send + Sync + fmt::Debug + 'static {
+    /// Sends a message to the other nodes; never waits. Failures are
+    /// reported through the adapter's error path.
+    fn publish(&self, message: Message);
+
+    /// Starts receiving the messages of `room`: called when its first local
+    /// member joins. Resolves once the subscription is in place (or the
+    /// adapter is disconnected, in which case it subscribes on reconnect).
+    fn subscribe(&self, room: &RoomKey) -> BoxFuture<'static, ()>;
+
+    /// Stops receiving the messages of `room`: its last local member left.
+    fn unsubscribe(&self, room: &RoomKey);
+
+    /// Records that `conn` (presence `record.key`) is now in `room` here, or
+    /// updates its record.
+    fn member_joined(
+        &self,
+        room: &RoomKey,
+        conn: ConnId,
+        record: PresenceRecord,
+    ) -> BoxFuture<'static, ()>;
+
+    /// Records that `conn` left `room`; `offline` is the presence record
+    /// to keep (as "last seen") when it was its key's last connection here.
+    fn member_left(
+        &self,
+        room: &RoomKey,
+        conn: ConnId,
+        offline: Option<PresenceRecord>,
+    ) -> BoxFuture<'static, ()>;
+
+    /// The members of `room` on every live node.
+    fn members(&self, room: &RoomKey) -> BoxFuture<'static, Result<Vec<ConnId>, ClusterError>>;
+
+    /// The presence records of `room` across live nodes, merged per key.
+    fn presence(
+        &self,
+        room: &RoomKey,
+        now_ms: u64,
+    ) -> BoxFuture<'static, Result<Vec<PresenceRecord>, ClusterError>>;
+
+    /// Forgets what this node recorded about `room`.
+    fn drop_room(&self, room: &RoomKey) -> BoxFuture<'static, ()>;
+}
+
+/// What a server builder takes from an adapter.
+pub(crate) struct Parts {
+    pub(crate) link: Arc<dyn Link>,
+    pub(crate) state: Arc<dyn StateStore>,
+    pub(crate) attach: Box<dyn FnOnce(Arc<dyn Deliver>) + Send>,
+}
+
+impl fmt::Debug for Parts {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Parts")
+            .field("link", &self.link)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a node does with a message from another node.
+pub(crate) trait Deliver: Send + Sync + 'static {
+    /// Hands the message to the local connections it is for.
+    fn deliver(&self, message: Message);
+
+    /// Every local member of every room with its presence record, to write
+    /// again after the shared store lost them.
+    fn memberships(&self) -> Vec<(RoomKey, Vec<(ConnId, PresenceRecord)>)>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round_trip(message: Message) {
+        let envelope = Envelope {
+            origin: Uuid::new_v4(),
+            message,
+        };
+        assert_eq!(Envelope::decode(&envelope.encode()), Ok(envelope));
+    }
+
+    #[test]
+    fn every_message_kind_survives_encoding() {
+        let conn = ConnId::from(Uuid::new_v4());
+        let frame = Bytes::from_static(br#"{"event":"x","payload":"\u00e9"}"#);
+        round_trip(Message::Room {
+            room: RoomKey::new("chat", "général"),
+            except: Some(conn),
+            only: Only::Synced,
+            frame: frame.clone(),
+        });
+        round_trip(Message::Rooms {
+            rooms: vec![RoomKey::new("a", "1"), RoomKey::new("b", "")],
+            except: None,
+            frame: frame.clone(),
+        });
+        round_trip(Message::Broadcast {
+            except: None,
+            frame,
+        });
+        round_trip(Message::Disconnect {
+            conn,
+            code: CloseCode::Other(4100),
+            reason: "moved".into(),
+        });
+    }
+
+    #[test]
+    fn truncated_messages_are_errors_not_panics() {
+        let envelope = Envelope {
+            origin: Uuid::new_v4(),
+            message: Message::Rooms {
+                rooms: vec![RoomKey::new("a", "1")],
+                except: Some(ConnId::from(Uuid::new_v4())),
+                frame: Bytes::from_static(b"{}"),
+            },
+        };
+        let bytes = envelope.encode();
+        for len in 0..bytes.len() - 2 {
+            let _ = Envelope::decode(&bytes.slice(..len));
+        }
+        assert!(Envelope::decode(&Bytes::from_static(&[9])).is_err());
+    }
+}
