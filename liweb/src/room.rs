@@ -132,6 +132,8 @@ pub(crate) struct Registry<Out> {
     on_change: ChangeListener,
     /// The other nodes, when the server is part of a cluster.
     pub(crate) cluster: Option<Arc<dyn Link>>,
+    /// This node's requests waiting for replies from other nodes.
+    pub(crate) waiters: Arc<crate::ack::Waiters>,
 }
 
 pub(crate) struct RoomInner<Out> {
@@ -238,6 +240,7 @@ impl<Out: Events> Registry<Out> {
                 presence,
                 on_change,
                 cluster,
+                waiters: Arc::default(),
             }
         })
     }
@@ -412,6 +415,13 @@ impl<Out: Events> Registry<Out> {
             return Ok(0);
         }
         room.send(frames, |id| Some(id) != except)
+    }
+
+    /// The local members of `key`, for a request from another node.
+    pub(crate) fn local_member_conns(&self, key: &RoomKey) -> Vec<Conn<Out>> {
+        self.get(key)
+            .map(|room| room.members().values().map(|m| m.conn.clone()).collect())
+            .unwrap_or_default()
     }
 
     /// Delivers another node's multi-room message to the local members,
@@ -932,7 +942,15 @@ impl<Out: Events> Room<Out> {
                     .collect()
             })
             .unwrap_or_default();
-        crate::MultiRequest::new(conns, event)
+        let request = crate::MultiRequest::new(conns, event);
+        match &self.registry.cluster {
+            Some(link) => request.across(
+                Arc::clone(link),
+                Arc::clone(&self.registry.waiters),
+                crate::cluster::Target::Room(self.inner.key.clone()),
+            ),
+            None => request,
+        }
     }
 
     /// The room's state; see [`RoomState`].

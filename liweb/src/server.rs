@@ -372,7 +372,54 @@ impl<In: Events, Out: Events> Server<In, Out> {
         &self,
         event: Out,
     ) -> MultiRequest<Out, R> {
-        MultiRequest::new(self.connections(), event)
+        let request = MultiRequest::new(self.connections(), event);
+        match &self.inner.rooms.cluster {
+            Some(link) => request.across(
+                Arc::clone(link),
+                Arc::clone(&self.inner.rooms.waiters),
+                crate::cluster::Target::All,
+            ),
+            None => request,
+        }
+    }
+
+    /// Sends `event` as a request to the connection `id` wherever it is —
+    /// on this node, or, in a cluster, on the node that holds it — and
+    /// yields its reply as the stream's one item:
+    ///
+    /// ```no_run
+    /// # use liweb::prelude::*;
+    /// # use futures_util::StreamExt;
+    /// # use std::time::Duration;
+    /// # #[derive(Events)] enum In { Ping }
+    /// # #[derive(Events)] enum Out { Confirm(String) }
+    /// # async fn ask(server: Server<In, Out>, id: ConnId) -> Result<(), liweb::EncodeError> {
+    /// let mut replies = server
+    ///     .request_to::<bool>(id, Out::Confirm("sure?".into()))
+    ///     .timeout(Duration::from_secs(5))
+    ///     .send()?;
+    /// if let Some((_, Ok(yes))) = replies.next().await {
+    ///     println!("answered {yes}");
+    /// }
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// Nothing comes (the stream ends at the timeout) when no node has the
+    /// connection.
+    pub fn request_to<R: serde::de::DeserializeOwned + Send + 'static>(
+        &self,
+        id: ConnId,
+        event: Out,
+    ) -> MultiRequest<Out, R> {
+        match (self.get(id), &self.inner.rooms.cluster) {
+            (Some(conn), _) => MultiRequest::new(vec![conn], event),
+            (None, Some(link)) => MultiRequest::new(Vec::new(), event).across(
+                Arc::clone(link),
+                Arc::clone(&self.inner.rooms.waiters),
+                crate::cluster::Target::Conn(id),
+            ),
+            (None, None) => MultiRequest::new(Vec::new(), event),
+        }
     }
 
     /// The server's counters: open connections, and every refusal, drop and

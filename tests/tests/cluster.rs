@@ -739,3 +739,114 @@ async fn x3_presence_events_and_snapshots_cross_nodes() {
     second.fence("not its own join").await;
     cleanup(&redis_url(), &prefix).await;
 }
+
+/// Collects a request's replies until its stream ends (at its timeout, in a
+/// cluster), bounded by `WAIT`.
+async fn all_replies<R>(replies: liweb::Replies<R>) -> Vec<(ConnId, Result<R, liweb::RequestError>)>
+where
+    R: serde::de::DeserializeOwned,
+{
+    use futures_util::StreamExt;
+    tokio::time::timeout(WAIT, replies.collect::<Vec<_>>())
+        .await
+        .expect("the replies stream ends at its timeout")
+}
+
+/// Conformance X1 (requests): a server request reaches a connection on
+/// another node, and its reply, or its error reply, comes back.
+#[tokio::test]
+#[ignore = "needs Redis: LIWEB_REDIS_URL, run with --ignored"]
+async fn a_server_request_reaches_a_connection_on_another_node_and_its_reply_comes_back() {
+    let prefix = prefix("request-to");
+    let a = node(&prefix).await;
+    let b = node(&prefix).await;
+    let (answering, answering_id) = b.client().await;
+    answering.on_request::<liweb_tests::test_out::Question, _, _>(|q: String| format!("{q}!"));
+    let (mut by_hand, by_hand_id) = b.client().await;
+
+    let replies = a
+        .server
+        .request_to::<String>(answering_id, TestOut::Question("ready".into()))
+        .timeout(Duration::from_secs(2))
+        .send()
+        .unwrap();
+    let started = Instant::now();
+    let replies = all_replies(replies).await;
+    assert_eq!(replies.len(), 1, "{replies:?}");
+    assert_eq!(replies[0].0, answering_id);
+    assert_eq!(replies[0].1.as_ref().unwrap(), "ready!");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "a request to one connection ends at its reply"
+    );
+
+    let replies = a
+        .server
+        .request_to::<String>(by_hand_id, TestOut::Question("no?".into()))
+        .timeout(Duration::from_secs(2))
+        .send()
+        .unwrap();
+    match tokio::time::timeout(WAIT, by_hand.recv()).await.unwrap() {
+        Some(liweb::client::Incoming::Request(TestOut::Question(q), responder)) => {
+            assert_eq!(q, "no?");
+            responder.reply_error("refused").unwrap();
+        }
+        other => panic!("expected the request on node B, got {other:?}"),
+    }
+    let replies = all_replies(replies).await;
+    match &replies[..] {
+        [(id, Err(liweb::RequestError::Rejected(error)))] => {
+            assert_eq!(*id, by_hand_id);
+            assert_eq!(error.message, "refused");
+        }
+        other => panic!("expected one error reply, got {other:?}"),
+    }
+    cleanup(&redis_url(), &prefix).await;
+}
+
+/// Conformance X1 (requests): a room request collects the replies of the
+/// members on every node, each once.
+#[tokio::test]
+#[ignore = "needs Redis: LIWEB_REDIS_URL, run with --ignored"]
+async fn a_room_request_collects_replies_from_members_on_every_node() {
+    let prefix = prefix("room-request");
+    let a = node(&prefix).await;
+    let b = node(&prefix).await;
+    let room = RoomRef::new("chat", "general");
+    let mut ids = Vec::new();
+    let mut clients = Vec::new();
+    for (node, name) in [(&a, "a1"), (&b, "b1"), (&b, "b2")] {
+        let (mut client, id) = node.client().await;
+        join(&mut client, &room).await;
+        let answer = name.to_owned();
+        client.on_request::<liweb_tests::test_out::Question, _, _>(move |q: String| {
+            format!("{answer}:{q}")
+        });
+        ids.push((id, name.to_owned()));
+        clients.push(client);
+    }
+    let (outsider, _) = b.client().await;
+    outsider.on_request::<liweb_tests::test_out::Question, _, _>(|_: String| "outsider".to_owned());
+
+    let replies = a
+        .server
+        .channel("chat")
+        .room("general")
+        .request::<String>(TestOut::Question("vote".into()))
+        .timeout(Duration::from_millis(800))
+        .send()
+        .unwrap();
+    let mut got: Vec<(ConnId, String)> = all_replies(replies)
+        .await
+        .into_iter()
+        .map(|(id, reply)| (id, reply.unwrap()))
+        .collect();
+    got.sort();
+    let mut expected: Vec<(ConnId, String)> = ids
+        .iter()
+        .map(|(id, name)| (*id, format!("{name}:vote")))
+        .collect();
+    expected.sort();
+    assert_eq!(got, expected, "each member once, the outsider not at all");
+    cleanup(&redis_url(), &prefix).await;
+}

@@ -5,14 +5,20 @@ use std::sync::{Arc, Weak};
 
 use bytes::Bytes;
 
-use super::{Deliver, Message};
+use std::time::Duration;
+
+use uuid::Uuid;
+
+use super::{Deliver, Message, Target};
 use crate::{
-    codec::{CodecKind, EncodeOnce, Frame},
+    codec::{CodecKind, EncodeOnce, Frame, RawPayload},
     conn::ConnId,
     error::EncodeError,
     event::Events,
+    event::PayloadDecoder,
     presence::PresenceRecord,
     protocol::CloseCode,
+    protocol::{ErrorCode, ErrorPayload},
     server::{Inner, Server},
     state::RoomKey,
 };
@@ -61,6 +67,83 @@ impl<In: Events, Out: Events> Server<In, Out> {
         }
         false
     }
+}
+
+impl<In: Events, Out: Events> Server<In, Out> {
+    /// Sends another node's request to the local connections of `target`;
+    /// each reply goes back to that node. A connection's pending entry
+    /// lasts no longer than the asking node waits.
+    fn answer_remote_request(
+        &self,
+        target: Target,
+        id: u64,
+        reply_to: Uuid,
+        timeout_ms: u32,
+        event: &str,
+        payload: &Bytes,
+    ) -> Result<usize, EncodeError> {
+        let Some(link) = self.inner.rooms.cluster.clone() else {
+            return Ok(0);
+        };
+        let conns = match target {
+            Target::Conn(id) => self.get(id).into_iter().collect(),
+            Target::Room(room) => self.inner.rooms.local_member_conns(&room),
+            Target::All => self.connections(),
+        };
+        if conns.is_empty() {
+            return Ok(0);
+        }
+        // Decoded once; each codec in use encodes it once.
+        let value: serde_json::Value = serde_json::from_slice(payload).map_err(EncodeError::new)?;
+        let mut frames =
+            EncodeOnce::new(|codec: CodecKind| codec.encode_parts(event, Some(id), &value));
+        let timeout = Duration::from_millis(u64::from(timeout_ms));
+        let mut sent = 0;
+        for conn in conns {
+            let frame = frames.get(conn.meta().codec())?.clone();
+            let link = Arc::clone(&link);
+            let conn_id = conn.id();
+            conn.inner.requests.insert(
+                id,
+                Box::new(move |result: Result<RawPayload<'_>, ErrorPayload>| {
+                    let outcome = match result {
+                        Ok(payload) => match payload.decode::<serde_json::Value>() {
+                            Ok(value) => {
+                                Ok(Bytes::from(serde_json::to_vec(&value).unwrap_or_default()))
+                            }
+                            Err(err) => Err(error_json(&ErrorPayload {
+                                code: ErrorCode::BadPayload,
+                                message: format!("the reply cannot cross nodes: {err}"),
+                                event: None,
+                            })),
+                        },
+                        Err(error) => Err(error_json(&error)),
+                    };
+                    link.publish(Message::Reply {
+                        to: reply_to,
+                        id,
+                        conn: conn_id,
+                        outcome,
+                    });
+                }),
+            );
+            if conn.send_encoded(frame).is_ok() {
+                sent += 1;
+            }
+            let inner = Arc::downgrade(&conn.inner);
+            tokio::spawn(async move {
+                tokio::time::sleep(timeout).await;
+                if let Some(inner) = inner.upgrade() {
+                    inner.requests.remove(id);
+                }
+            });
+        }
+        Ok(sent)
+    }
+}
+
+fn error_json(error: &ErrorPayload) -> Bytes {
+    Bytes::from(serde_json::to_vec(error).unwrap_or_default())
 }
 
 /// Delivers other nodes' messages into one server. Holds the server weakly:
@@ -119,6 +202,30 @@ impl<In: Events, Out: Events> Deliver for LocalNode<In, Out> {
             Message::Disconnect { conn, code, reason } => {
                 if let Some(conn) = server.get(conn) {
                     conn.close(code, &reason);
+                }
+                Ok(0)
+            }
+            Message::Request {
+                target,
+                id,
+                reply_to,
+                timeout_ms,
+                event,
+                payload,
+            } => server.answer_remote_request(target, id, reply_to, timeout_ms, &event, &payload),
+            Message::Reply {
+                to,
+                id,
+                conn,
+                outcome,
+            } => {
+                let rooms = &server.inner.rooms;
+                if rooms
+                    .cluster
+                    .as_ref()
+                    .is_some_and(|link| link.node_id() == to)
+                {
+                    rooms.waiters.deliver(id, (conn, outcome));
                 }
                 Ok(0)
             }

@@ -50,8 +50,15 @@
 //! receiving node hands the same bytes to every local member. Each node skips
 //! the messages it published itself, so no member gets an emit twice.
 //!
-//! A server request with an acknowledgement across nodes is not part of the
-//! adapter yet: it builds on acknowledgements, which liweb does not have yet.
+//! Requests cross nodes too: [`Server::request_to`](crate::Server::request_to)
+//! asks one connection wherever it is, and [`Room::request`](crate::Room::request)
+//! and [`Server::request_all`](crate::Server::request_all) ask every member
+//! (connection) on every node. The request travels once, with its ack id and
+//! the asking node's id; each node sends it to its own connections, and
+//! every client reply travels back, as JSON, addressed to the asking node.
+//! A remote request waits on the answering node no longer than its timeout.
+//! Payloads cross as JSON, so request and reply payloads must be
+//! self-describing in the connection's codec (JSON, MessagePack).
 
 // Without an adapter nothing publishes or reads messages between nodes.
 #![cfg_attr(not(feature = "redis"), allow(dead_code))]
@@ -141,6 +148,36 @@ pub(crate) enum Message {
         code: CloseCode,
         reason: String,
     },
+    /// Ask the connections of `target` that are here the event `event`
+    /// (its payload as JSON) with ack id `id`; their replies go to the node
+    /// `reply_to`, which stops waiting after `timeout_ms`.
+    Request {
+        target: Target,
+        id: u64,
+        reply_to: Uuid,
+        timeout_ms: u32,
+        event: String,
+        payload: Bytes,
+    },
+    /// The reply of connection `conn` to request `id` of node `to`: its
+    /// payload as JSON, or its error reply (an `ErrorPayload` as JSON).
+    Reply {
+        to: Uuid,
+        id: u64,
+        conn: ConnId,
+        outcome: Result<Bytes, Bytes>,
+    },
+}
+
+/// Which connections a cluster request asks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Target {
+    /// One connection, wherever it is.
+    Conn(ConnId),
+    /// The members of a room.
+    Room(RoomKey),
+    /// Every connection.
+    All,
 }
 
 /// Which rooms a room message is for.
@@ -194,6 +231,13 @@ fn get_u8(buf: &mut &[u8], what: &str) -> Result<u8, ClusterError> {
     Ok(buf.get_u8())
 }
 
+fn get_u64(buf: &mut &[u8], what: &str) -> Result<u64, ClusterError> {
+    if buf.remaining() < 8 {
+        return Err(bad(what));
+    }
+    Ok(buf.get_u64())
+}
+
 fn get_uuid(buf: &mut &[u8], what: &str) -> Result<Uuid, ClusterError> {
     if buf.remaining() < 16 {
         return Err(bad(what));
@@ -241,6 +285,8 @@ impl Envelope {
             | Message::Rooms { frame, .. }
             | Message::Broadcast { frame, .. } => frame.len(),
             Message::Disconnect { reason, .. } => reason.len(),
+            Message::Request { event, payload, .. } => event.len() + payload.len(),
+            Message::Reply { outcome, .. } => outcome.as_ref().map_or_else(Bytes::len, Bytes::len),
         };
         let mut buf = BytesMut::with_capacity(64 + frame_len);
         buf.put_u8(VERSION);
@@ -285,6 +331,49 @@ impl Envelope {
                 buf.put_slice(conn.as_uuid().as_bytes());
                 buf.put_u16(code.as_u16());
                 buf.put_slice(reason.as_bytes());
+            }
+            Message::Request {
+                target,
+                id,
+                reply_to,
+                timeout_ms,
+                event,
+                payload,
+            } => {
+                buf.put_u8(5);
+                match target {
+                    Target::Conn(conn) => {
+                        buf.put_u8(0);
+                        buf.put_slice(conn.as_uuid().as_bytes());
+                    }
+                    Target::Room(room) => {
+                        buf.put_u8(1);
+                        put_room(&mut buf, room);
+                    }
+                    Target::All => buf.put_u8(2),
+                }
+                buf.put_u64(*id);
+                buf.put_slice(reply_to.as_bytes());
+                buf.put_u32(*timeout_ms);
+                put_str(&mut buf, event);
+                buf.put_slice(payload);
+            }
+            Message::Reply {
+                to,
+                id,
+                conn,
+                outcome,
+            } => {
+                buf.put_u8(6);
+                buf.put_slice(to.as_bytes());
+                buf.put_u64(*id);
+                buf.put_slice(conn.as_uuid().as_bytes());
+                let (ok, bytes) = match outcome {
+                    Ok(bytes) => (1, bytes),
+                    Err(bytes) => (0, bytes),
+                };
+                buf.put_u8(ok);
+                buf.put_slice(bytes);
             }
         }
         buf.freeze()
@@ -355,6 +444,46 @@ impl Envelope {
                 let reason = String::from_utf8_lossy(buf).into_owned();
                 Message::Disconnect { conn, code, reason }
             }
+            5 => {
+                let target = match get_u8(&mut buf, "request target")? {
+                    0 => Target::Conn(ConnId::from(get_uuid(&mut buf, "connection")?)),
+                    1 => Target::Room(get_room(&mut buf)?),
+                    2 => Target::All,
+                    other => {
+                        return Err(ClusterError::BadMessage(format!(
+                            "unknown request target {other}"
+                        )));
+                    }
+                };
+                let id = get_u64(&mut buf, "request id")?;
+                let reply_to = get_uuid(&mut buf, "reply node")?;
+                if buf.remaining() < 4 {
+                    return Err(bad("request timeout"));
+                }
+                let timeout_ms = buf.get_u32();
+                let event = get_str(&mut buf, "request event")?;
+                Message::Request {
+                    target,
+                    id,
+                    reply_to,
+                    timeout_ms,
+                    event,
+                    payload: rest(buf),
+                }
+            }
+            6 => {
+                let to = get_uuid(&mut buf, "reply node")?;
+                let id = get_u64(&mut buf, "reply id")?;
+                let conn = ConnId::from(get_uuid(&mut buf, "connection")?);
+                let ok = get_u8(&mut buf, "reply outcome")? == 1;
+                let bytes = rest(buf);
+                Message::Reply {
+                    to,
+                    id,
+                    conn,
+                    outcome: if ok { Ok(bytes) } else { Err(bytes) },
+                }
+            }
             other => {
                 return Err(ClusterError::BadMessage(format!(
                     "unknown message kind {other}"
@@ -369,6 +498,9 @@ impl Envelope {
 /// nodes must see (membership, presence). Not generic over the server's
 /// events, so the room registry holds it as a trait object.
 pub(crate) trait Link: Send + Sync + fmt::Debug + 'static {
+    /// This node's id: where replies to its requests are addressed.
+    fn node_id(&self) -> Uuid;
+
     /// Sends a message to the other nodes; never waits. Failures are
     /// reported through the adapter's error path.
     fn publish(&self, message: Message);
@@ -473,6 +605,34 @@ mod tests {
             conn,
             code: CloseCode::Other(4100),
             reason: "moved".into(),
+        });
+        for target in [
+            Target::Conn(conn),
+            Target::Room(RoomKey::new("chat", "général")),
+            Target::All,
+        ] {
+            round_trip(Message::Request {
+                target,
+                id: u64::MAX - 1,
+                reply_to: Uuid::new_v4(),
+                timeout_ms: 1500,
+                event: "confirm".into(),
+                payload: Bytes::from_static(br#"{"q":"sure?"}"#),
+            });
+        }
+        round_trip(Message::Reply {
+            to: Uuid::new_v4(),
+            id: 7,
+            conn,
+            outcome: Ok(Bytes::from_static(b"true")),
+        });
+        round_trip(Message::Reply {
+            to: Uuid::new_v4(),
+            id: 8,
+            conn,
+            outcome: Err(Bytes::from_static(
+                br#"{"code":"handler_failed","message":"no"}"#,
+            )),
         });
     }
 

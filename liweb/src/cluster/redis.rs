@@ -96,7 +96,7 @@ use serde_json::{Map, Number, Value};
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
-use super::{ClusterError, ClusterErrorHook, Deliver, Envelope, Link, Message};
+use super::{ClusterError, ClusterErrorHook, Deliver, Envelope, Link, Message, Target};
 use crate::{
     conn::ConnId,
     presence::{PresenceKey, PresenceRecord},
@@ -681,12 +681,24 @@ fn stored(record: &PresenceRecord) -> Option<String> {
 }
 
 impl Link for Node {
+    fn node_id(&self) -> Uuid {
+        self.id
+    }
+
     fn publish(&self, message: Message) {
         let topic = match &message {
-            Message::Room { room, .. } => self.keys.room_topic(room),
-            Message::Rooms { .. } | Message::Broadcast { .. } | Message::Disconnect { .. } => {
-                self.keys.broadcast.clone()
-            }
+            Message::Room { room, .. }
+            | Message::Request {
+                target: Target::Room(room),
+                ..
+            } => self.keys.room_topic(room),
+            // Replies go to every node and the addressee keeps its own: one
+            // topic fewer per node, at the cost of a filter on the others.
+            Message::Rooms { .. }
+            | Message::Broadcast { .. }
+            | Message::Disconnect { .. }
+            | Message::Request { .. }
+            | Message::Reply { .. } => self.keys.broadcast.clone(),
         };
         let bytes = Envelope {
             origin: self.id,
