@@ -451,6 +451,66 @@ impl MemoryStore {
     }
 }
 
+// The value rules of the operations, shared by every store so they cannot
+// drift: each takes the key's current value (`None` when missing) and
+// returns its new value, or why the operation does not apply.
+
+/// `patch`: a missing key becomes `fields`; an object gets them merged in.
+pub(crate) fn patched(
+    key: &str,
+    current: Option<&Value>,
+    fields: &Map<String, Value>,
+) -> Result<Value, StateError> {
+    match current {
+        None => Ok(Value::Object(fields.clone())),
+        Some(Value::Object(object)) => {
+            let mut object = object.clone();
+            object.extend(fields.clone());
+            Ok(Value::Object(object))
+        }
+        Some(_) => Err(not_an_object(key)),
+    }
+}
+
+/// `push`: a missing key becomes `[item]`; an array gets `item` appended.
+pub(crate) fn pushed(
+    key: &str,
+    current: Option<&Value>,
+    item: &Value,
+) -> Result<Value, StateError> {
+    match current {
+        None => Ok(Value::Array(vec![item.clone()])),
+        Some(Value::Array(items)) => {
+            let mut items = items.clone();
+            items.push(item.clone());
+            Ok(Value::Array(items))
+        }
+        Some(_) => Err(not_an_array(key)),
+    }
+}
+
+/// `remove`: how many items match `predicate` and the array without them;
+/// `None` when the key is missing or nothing matches. The predicate sees
+/// every item before anything changes, so one that panics changes nothing.
+pub(crate) fn without(
+    key: &str,
+    current: Option<&Value>,
+    predicate: &(dyn Fn(&Value) -> bool + Send + Sync),
+) -> Result<Option<(usize, Value)>, StateError> {
+    let items = match current {
+        None => return Ok(None),
+        Some(Value::Array(items)) => items,
+        Some(_) => return Err(not_an_array(key)),
+    };
+    let kept: Vec<Value> = items
+        .iter()
+        .filter(|item| !predicate(item))
+        .cloned()
+        .collect();
+    let removed = items.len() - kept.len();
+    Ok((removed > 0).then_some((removed, Value::Array(kept))))
+}
+
 pub(crate) fn set_patch(key: &str, value: Value) -> StatePatch {
     StatePatch::Set {
         key: key.to_owned(),
@@ -568,17 +628,10 @@ impl StateStore for MemoryStore {
         fields: Map<String, Value>,
     ) -> BoxFuture<'a, Result<StatePatch, StateError>> {
         Box::pin(async move {
-            self.write(room, true, |values| match values.get_mut(key) {
-                None => {
-                    let object = Value::Object(fields);
-                    values.insert(key.to_owned(), object.clone());
-                    Ok(set_patch(key, object))
-                }
-                Some(Value::Object(object)) => {
-                    object.extend(fields);
-                    Ok(set_patch(key, Value::Object(object.clone())))
-                }
-                Some(_) => Err(not_an_object(key)),
+            self.write(room, true, |values| {
+                let object = patched(key, values.get(key), &fields)?;
+                values.insert(key.to_owned(), object.clone());
+                Ok(set_patch(key, object))
             })
         })
     }
@@ -590,17 +643,10 @@ impl StateStore for MemoryStore {
         item: Value,
     ) -> BoxFuture<'a, Result<StatePatch, StateError>> {
         Box::pin(async move {
-            self.write(room, true, |values| match values.get_mut(key) {
-                None => {
-                    let array = Value::Array(vec![item]);
-                    values.insert(key.to_owned(), array.clone());
-                    Ok(set_patch(key, array))
-                }
-                Some(Value::Array(items)) => {
-                    items.push(item);
-                    Ok(set_patch(key, Value::Array(items.clone())))
-                }
-                Some(_) => Err(not_an_array(key)),
+            self.write(room, true, |values| {
+                let array = pushed(key, values.get(key), &item)?;
+                values.insert(key.to_owned(), array.clone());
+                Ok(set_patch(key, array))
             })
         })
     }
@@ -613,25 +659,13 @@ impl StateStore for MemoryStore {
     ) -> BoxFuture<'a, Result<(usize, Option<StatePatch>), StateError>> {
         Box::pin(async move {
             self.write(room, false, |values| {
-                let items = match values.get_mut(key) {
-                    None => return Ok((0, None)),
-                    Some(Value::Array(items)) => items,
-                    Some(_) => return Err(not_an_array(key)),
-                };
-                // Ask the predicate about every item before touching the
-                // array, so a predicate that panics leaves it whole.
-                let doomed: Vec<bool> = items.iter().map(predicate).collect();
-                let removed = doomed.iter().filter(|&&doomed| doomed).count();
-                if removed == 0 {
-                    return Ok((0, None));
+                match without(key, values.get(key), predicate)? {
+                    None => Ok((0, None)),
+                    Some((removed, array)) => {
+                        values.insert(key.to_owned(), array.clone());
+                        Ok((removed, Some(set_patch(key, array))))
+                    }
                 }
-                let kept: Vec<Value> = std::mem::take(items)
-                    .into_iter()
-                    .zip(doomed)
-                    .filter_map(|(item, doomed)| (!doomed).then_some(item))
-                    .collect();
-                *items = kept.clone();
-                Ok((removed, Some(set_patch(key, Value::Array(kept)))))
             })
         })
     }

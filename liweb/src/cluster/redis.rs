@@ -1363,15 +1363,7 @@ impl StateStore for RedisStore {
     ) -> BoxFuture<'a, Result<StatePatch, StateError>> {
         Box::pin(async move {
             self.read_modify_write(room, key, |current| {
-                let object = match current {
-                    None => Value::Object(fields.clone()),
-                    Some(Value::Object(object)) => {
-                        let mut object = object.clone();
-                        object.extend(fields.clone());
-                        Value::Object(object)
-                    }
-                    Some(_) => return Err(crate::state::not_an_object(key)),
-                };
+                let object = crate::state::patched(key, current, &fields)?;
                 Ok(Change::Write(
                     Some(object.clone()),
                     crate::state::set_patch(key, object),
@@ -1390,15 +1382,7 @@ impl StateStore for RedisStore {
     ) -> BoxFuture<'a, Result<StatePatch, StateError>> {
         Box::pin(async move {
             self.read_modify_write(room, key, |current| {
-                let array = match current {
-                    None => Value::Array(vec![item.clone()]),
-                    Some(Value::Array(items)) => {
-                        let mut items = items.clone();
-                        items.push(item.clone());
-                        Value::Array(items)
-                    }
-                    Some(_) => return Err(crate::state::not_an_array(key)),
-                };
+                let array = crate::state::pushed(key, current, &item)?;
                 Ok(Change::Write(
                     Some(array.clone()),
                     crate::state::set_patch(key, array),
@@ -1417,25 +1401,13 @@ impl StateStore for RedisStore {
     ) -> BoxFuture<'a, Result<(usize, Option<StatePatch>), StateError>> {
         Box::pin(async move {
             self.read_modify_write(room, key, |current| {
-                let items = match current {
-                    None => return Ok(Change::Keep((0, None))),
-                    Some(Value::Array(items)) => items,
-                    Some(_) => return Err(crate::state::not_an_array(key)),
-                };
-                let kept: Vec<Value> = items
-                    .iter()
-                    .filter(|item| !predicate(item))
-                    .cloned()
-                    .collect();
-                let removed = items.len() - kept.len();
-                if removed == 0 {
-                    return Ok(Change::Keep((0, None)));
-                }
-                let array = Value::Array(kept);
-                Ok(Change::Write(
-                    Some(array.clone()),
-                    (removed, Some(crate::state::set_patch(key, array))),
-                ))
+                Ok(match crate::state::without(key, current, predicate)? {
+                    None => Change::Keep((0, None)),
+                    Some((removed, array)) => Change::Write(
+                        Some(array.clone()),
+                        (removed, Some(crate::state::set_patch(key, array))),
+                    ),
+                })
             })
             .await
             .inspect_err(|e| self.report("state remove", e))
