@@ -20,7 +20,6 @@ use tokio::{
     sync::mpsc,
     time::{Duration, Instant},
 };
-use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::{
@@ -82,7 +81,12 @@ pub enum Transport {
 pub struct ConnMeta(Arc<MetaInner>);
 
 struct MetaInner {
-    headers: HeaderMap,
+    /// The headers as one compact buffer (each name and value behind its
+    /// length): a `HeaderMap` costs several allocations per connection for
+    /// something most applications read once or never.
+    raw_headers: Box<[u8]>,
+    /// The headers as a map, built from `raw_headers` on first use.
+    headers: std::sync::OnceLock<HeaderMap>,
     remote_addr: Option<SocketAddr>,
     path: String,
     query: Option<String>,
@@ -91,8 +95,11 @@ struct MetaInner {
 }
 
 impl ConnMeta {
+    /// The metadata of a connection; `headers` are copied (a request's
+    /// header values are slices of the whole request buffer, which must not
+    /// live as long as the connection).
     pub(crate) fn new(
-        headers: HeaderMap,
+        headers: &HeaderMap,
         remote_addr: Option<SocketAddr>,
         path: String,
         query: Option<String>,
@@ -100,7 +107,8 @@ impl ConnMeta {
         codec: CodecKind,
     ) -> Self {
         Self(Arc::new(MetaInner {
-            headers,
+            raw_headers: pack_headers(headers),
+            headers: std::sync::OnceLock::new(),
             remote_addr,
             path,
             query,
@@ -111,7 +119,9 @@ impl ConnMeta {
 
     /// The headers of the upgrade request, as sent.
     pub fn headers(&self) -> &HeaderMap {
-        &self.0.headers
+        self.0
+            .headers
+            .get_or_init(|| unpack_headers(&self.0.raw_headers))
     }
 
     /// The peer's address. For the axum route this needs the router served
@@ -161,6 +171,41 @@ impl fmt::Debug for ConnMeta {
             .field("codec", &self.0.codec)
             .finish_non_exhaustive()
     }
+}
+
+fn pack_headers(headers: &HeaderMap) -> Box<[u8]> {
+    let mut packed = Vec::new();
+    for (name, value) in headers {
+        for part in [name.as_str().as_bytes(), value.as_bytes()] {
+            // Header lines are bounded by the server's request limits, far
+            // below `u32::MAX`.
+            let len = u32::try_from(part.len()).unwrap_or(u32::MAX);
+            packed.extend_from_slice(&len.to_le_bytes());
+            packed.extend_from_slice(&part[..len as usize]);
+        }
+    }
+    packed.into_boxed_slice()
+}
+
+fn unpack_headers(mut packed: &[u8]) -> HeaderMap {
+    fn part<'a>(packed: &mut &'a [u8]) -> Option<&'a [u8]> {
+        let (len, rest) = packed.split_first_chunk::<4>()?;
+        let len = u32::from_le_bytes(*len) as usize;
+        let (part, rest) = rest.split_at_checked(len)?;
+        *packed = rest;
+        Some(part)
+    }
+    let mut headers = HeaderMap::new();
+    while let (Some(name), Some(value)) = (part(&mut packed), part(&mut packed)) {
+        // Both were a valid name and value when packed.
+        if let (Ok(name), Ok(value)) = (
+            http::HeaderName::from_bytes(name),
+            http::HeaderValue::from_bytes(value),
+        ) {
+            headers.append(name, value);
+        }
+    }
+    headers
 }
 
 fn percent_decode(input: &str) -> String {
@@ -216,9 +261,9 @@ pub(crate) struct ConnInner {
     closing: AtomicBool,
     /// The code of the close the server started, if it did.
     close_code: std::sync::OnceLock<CloseCode>,
-    /// Cancelled when a close was requested, so the connection task can bound
+    /// Notified when a close was requested, so the connection task can bound
     /// how long it waits for the peer to answer it.
-    close_requested: CancellationToken,
+    close_requested: tokio::sync::Notify,
     data: RwLock<http::Extensions>,
     /// The rooms this connection is in: the other half of each room's
     /// member index, so a connection that ends leaves them all at once.
@@ -299,7 +344,8 @@ impl ConnInner {
         let _ = self
             .tx
             .send(Outbound::Close(code, reason[..end].to_owned()));
-        self.close_requested.cancel();
+        // A permit is kept if the connection task is not waiting yet.
+        self.close_requested.notify_one();
         true
     }
 }
@@ -493,6 +539,9 @@ const MAX_PENDING: usize = 32;
 /// How many queued frames the writer feeds before flushing once.
 const WRITE_BATCH: usize = 64;
 
+/// How many slots the writer's batch keeps between bursts.
+const IDLE_BATCH: usize = 4;
+
 impl<Out: Events> Conn<Out> {
     /// A connection with no transport behind it, for benchmarks and tests of
     /// dispatch: what it is sent is queued on the returned receiver.
@@ -500,7 +549,7 @@ impl<Out: Events> Conn<Out> {
     pub fn detached(codec: CodecKind) -> (Self, mpsc::UnboundedReceiver<Outbound>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let meta = ConnMeta::new(
-            HeaderMap::new(),
+            &HeaderMap::new(),
             None,
             String::new(),
             None,
@@ -525,7 +574,7 @@ impl<Out: Events> Conn<Out> {
                 max_queue,
                 closing: AtomicBool::new(false),
                 close_code: std::sync::OnceLock::new(),
-                close_requested: CancellationToken::new(),
+                close_requested: tokio::sync::Notify::new(),
                 data: RwLock::new(http::Extensions::new()),
                 rooms: std::sync::Mutex::new(Vec::new()),
                 requests: PendingRequests::default(),
@@ -615,13 +664,7 @@ pub(crate) async fn run<In, Out, R, W>(
     let auth = server.inner.auth.clone();
     let (tx, rx) = mpsc::unbounded_channel();
     let conn = Conn::<Out>::new(meta, tx, config.max_queue_bytes, auth.is_some());
-    let kill = CancellationToken::new();
-    let mut writer = tokio::spawn(write_loop(
-        writer,
-        rx,
-        Arc::clone(&conn.inner),
-        kill.clone(),
-    ));
+    let mut writer = tokio::spawn(write_loop(writer, rx, Arc::clone(&conn.inner)));
 
     let started = Instant::now();
     let mut timers = Timers {
@@ -660,7 +703,7 @@ pub(crate) async fn run<In, Out, R, W>(
     // unregister a waiter each time, on a token every connection shares.
     let going_away = server.inner.going_away.cancelled();
     tokio::pin!(going_away);
-    let close_requested = conn.inner.close_requested.cancelled();
+    let close_requested = conn.inner.close_requested.notified();
     tokio::pin!(close_requested);
     let mut reason: Option<DisconnectReason> = None;
     let mut reading = true;
@@ -812,8 +855,8 @@ pub(crate) async fn run<In, Out, R, W>(
     // Emits after this point fail with `Closed` instead of queueing forever.
     conn.inner.closing.store(true, Ordering::Release);
     conn.inner.requests.clear();
-    kill.cancel();
     if !writer_done {
+        writer.abort();
         let _ = writer.await;
     }
     // A connection that never authenticated was never seen by the
@@ -841,33 +884,24 @@ pub(crate) async fn run<In, Out, R, W>(
     .await;
 }
 
-async fn write_loop<W>(
-    mut sink: W,
-    mut rx: mpsc::UnboundedReceiver<Outbound>,
-    conn: Arc<ConnInner>,
-    kill: CancellationToken,
-) where
+async fn write_loop<W>(mut sink: W, mut rx: mpsc::UnboundedReceiver<Outbound>, conn: Arc<ConnInner>)
+where
     W: Sink<Outbound> + Unpin,
 {
-    let mut batch = Vec::new();
-    loop {
-        let received = tokio::select! {
-            biased;
-            () = kill.cancelled() => return,
-            n = rx.recv_many(&mut batch, WRITE_BATCH) => n,
-        };
-        if received == 0 {
-            return;
-        }
-        let keep_going = tokio::select! {
-            biased;
-            () = kill.cancelled() => return,
-            result = write_batch(&mut sink, &mut batch, &conn) => result,
-        };
-        if !keep_going {
+    // The connection task aborts this one when the connection ends; no
+    // token is needed for that.
+    // `recv_many` into an empty buffer reserves a whole batch; start small
+    // and give back what a burst grew, so a connection that once received a
+    // burst does not keep a batch's worth of slots for its whole life.
+    let mut batch = Vec::with_capacity(IDLE_BATCH);
+    while rx.recv_many(&mut batch, WRITE_BATCH).await > 0 {
+        if !write_batch(&mut sink, &mut batch, &conn).await {
             // Dropping the sink (with the reader) closes the socket; closing
             // it here would wait on a handshake only the reader can finish.
             return;
+        }
+        if batch.capacity() > IDLE_BATCH {
+            batch.shrink_to(IDLE_BATCH);
         }
     }
 }
@@ -896,7 +930,22 @@ where
 
 #[cfg(test)]
 mod tests {
-    use super::percent_decode;
+    use super::{pack_headers, percent_decode, unpack_headers};
+
+    #[test]
+    fn headers_survive_packing_with_repeats_and_order() {
+        let mut headers = http::HeaderMap::new();
+        headers.append("x-token", "abc".parse().unwrap());
+        headers.append("cookie", "a=1".parse().unwrap());
+        headers.append("cookie", "b=2".parse().unwrap());
+        headers.append("x-empty", "".parse().unwrap());
+        headers.append(
+            "x-bytes",
+            http::HeaderValue::from_bytes(b"caf\xe9").unwrap(),
+        );
+        assert_eq!(unpack_headers(&pack_headers(&headers)), headers);
+        assert!(unpack_headers(&pack_headers(&http::HeaderMap::new())).is_empty());
+    }
 
     #[test]
     fn percent_decoding() {

@@ -87,7 +87,7 @@ impl<In: Events, Out: Events> Server<In, Out> {
             .get::<ConnectInfo<SocketAddr>>()
             .map(|info| info.0);
         let meta = ConnMeta::new(
-            owned_headers(&parts.headers),
+            &parts.headers,
             remote_addr,
             parts.uri.path().to_owned(),
             parts.uri.query().map(str::to_owned),
@@ -129,21 +129,6 @@ impl<In: Events, Out: Events> Server<In, Out> {
                 drop(slot);
             })
     }
-}
-
-/// The request's headers in allocations of their own. hyper's header values
-/// are slices of its whole read buffer: keeping them for the connection's
-/// life kept that buffer too, about 9 KiB per connection.
-fn owned_headers(headers: &http::HeaderMap) -> http::HeaderMap {
-    let mut owned = http::HeaderMap::with_capacity(headers.len());
-    for (name, value) in headers {
-        let name =
-            http::HeaderName::from_bytes(name.as_str().as_bytes()).unwrap_or_else(|_| name.clone());
-        let value =
-            http::HeaderValue::from_bytes(value.as_bytes()).unwrap_or_else(|_| value.clone());
-        owned.append(name, value);
-    }
-    owned
 }
 
 async fn run_socket<In: Events, Out: Events>(
