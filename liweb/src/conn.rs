@@ -8,6 +8,7 @@ use std::{
         Arc, RwLock,
         atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering},
     },
+    task::Poll,
 };
 
 use futures_util::{
@@ -86,7 +87,7 @@ struct MetaInner {
     /// something most applications read once or never.
     raw_headers: Box<[u8]>,
     /// The headers as a map, built from `raw_headers` on first use.
-    headers: std::sync::OnceLock<HeaderMap>,
+    headers: std::sync::OnceLock<Box<HeaderMap>>,
     remote_addr: Option<SocketAddr>,
     path: String,
     query: Option<String>,
@@ -121,7 +122,7 @@ impl ConnMeta {
     pub fn headers(&self) -> &HeaderMap {
         self.0
             .headers
-            .get_or_init(|| unpack_headers(&self.0.raw_headers))
+            .get_or_init(|| Box::new(unpack_headers(&self.0.raw_headers)))
     }
 
     /// The peer's address. For the axum route this needs the router served
@@ -263,7 +264,7 @@ pub(crate) struct ConnInner {
     close_code: std::sync::OnceLock<CloseCode>,
     /// Notified when a close was requested, so the connection task can bound
     /// how long it waits for the peer to answer it.
-    close_requested: tokio::sync::Notify,
+    close_requested: futures_util::task::AtomicWaker,
     data: RwLock<http::Extensions>,
     /// The rooms this connection is in: the other half of each room's
     /// member index, so a connection that ends leaves them all at once.
@@ -331,7 +332,7 @@ impl ConnInner {
         })
     }
 
-    fn close(&self, code: CloseCode, reason: &str) -> bool {
+    pub(crate) fn close(&self, code: CloseCode, reason: &str) -> bool {
         if self.closing.swap(true, Ordering::AcqRel) {
             return false;
         }
@@ -344,8 +345,9 @@ impl ConnInner {
         let _ = self
             .tx
             .send(Outbound::Close(code, reason[..end].to_owned()));
-        // A permit is kept if the connection task is not waiting yet.
-        self.close_requested.notify_one();
+        // `closing` is set above; the connection task checks it after
+        // registering, so a wake before it waits is not lost.
+        self.close_requested.wake();
         true
     }
 }
@@ -574,7 +576,7 @@ impl<Out: Events> Conn<Out> {
                 max_queue,
                 closing: AtomicBool::new(false),
                 close_code: std::sync::OnceLock::new(),
-                close_requested: tokio::sync::Notify::new(),
+                close_requested: futures_util::task::AtomicWaker::new(),
                 data: RwLock::new(http::Extensions::new()),
                 rooms: std::sync::Mutex::new(Vec::new()),
                 requests: PendingRequests::default(),
@@ -661,10 +663,14 @@ pub(crate) async fn run<In, Out, R, W>(
     W: Sink<Outbound> + Unpin + Send + 'static,
 {
     let config = server.config();
-    let auth = server.inner.auth.clone();
+    let auth = &server.inner.auth;
     let (tx, rx) = mpsc::unbounded_channel();
     let conn = Conn::<Out>::new(meta, tx, config.max_queue_bytes, auth.is_some());
-    let mut writer = tokio::spawn(write_loop(writer, rx, Arc::clone(&conn.inner)));
+    // The writer runs inside this task, polled beside the reader and the
+    // handler in flight: a task of its own would cost every connection a
+    // second task cell for no gain in what it can do.
+    let writer = write_loop(writer, rx, Arc::clone(&conn.inner));
+    tokio::pin!(writer);
 
     let started = Instant::now();
     let mut timers = Timers {
@@ -674,13 +680,13 @@ pub(crate) async fn run<In, Out, R, W>(
         pong: None,
         last_activity: started,
     };
-    if let Some(auth) = &auth {
+    if let Some(auth) = auth {
         timers.auth = Some(started + auth.timeout);
     }
     // Boxed: a future kept inline would take room in every connection's task
     // for its whole life, though it runs once.
     Box::pin(async {
-        match &auth {
+        match auth {
             None => {
                 server.register(&conn);
                 server.fire_connect(&conn).await;
@@ -699,12 +705,12 @@ pub(crate) async fn run<In, Out, R, W>(
     let mut rate = config
         .max_events_per_second
         .map(|limit| RateLimit::new(limit, started));
-    // Pinned once: a fresh `cancelled()` per loop turn would register and
-    // unregister a waiter each time, on a token every connection shares.
-    let going_away = server.inner.going_away.cancelled();
-    tokio::pin!(going_away);
-    let close_requested = conn.inner.close_requested.notified();
-    tokio::pin!(close_requested);
+    // A shutdown closes every tracked connection; one that is tracked after
+    // it began closes itself.
+    server.inner.live.track(conn.id(), &conn.inner);
+    if server.is_shutting_down() {
+        conn.close(CloseCode::GoingAway, crate::server::GOING_AWAY);
+    }
     let mut reason: Option<DisconnectReason> = None;
     let mut reading = true;
     let mut writer_done = false;
@@ -728,12 +734,12 @@ pub(crate) async fn run<In, Out, R, W>(
         }
         tokio::select! {
             biased;
-            () = &mut close_requested, if timers.close.is_none() => {
-                timers.close = Some(Instant::now() + config.close_timeout);
-            }
-            () = &mut going_away, if !conn.is_closed() => {
-                conn.close(CloseCode::GoingAway, "server shutting down");
-                // The shutdown's deadline bounds the close handshake too.
+            // Atomics only: this is polled on every wake-up of the task.
+            () = std::future::poll_fn(|cx| {
+                conn.inner.close_requested.register(cx.waker());
+                if conn.is_closed() { Poll::Ready(()) } else { Poll::Pending }
+            }), if timers.close.is_none() => {
+                // A shutdown's deadline bounds the close handshake too.
                 let at = Instant::now() + config.close_timeout;
                 timers.close = Some(server.inner.shutdown_deadline.get().map_or(at, |&end| end.min(at)));
             }
@@ -745,7 +751,7 @@ pub(crate) async fn run<In, Out, R, W>(
                 if timers.auth.is_some_and(|at| now >= at) {
                     timers.auth = None;
                     if conn.inner.is_auth_pending() {
-                        server.fail_auth(&conn, AuthFailure { reason: AuthReason::Timeout, detail: None }).await;
+                        Box::pin(server.fail_auth(&conn, AuthFailure { reason: AuthReason::Timeout, detail: None })).await;
                     }
                 }
                 if timers.pong.is_some_and(|at| now >= at) {
@@ -852,13 +858,10 @@ pub(crate) async fn run<In, Out, R, W>(
         .await;
     }
 
+    server.inner.live.untrack(conn.id());
     // Emits after this point fail with `Closed` instead of queueing forever.
     conn.inner.closing.store(true, Ordering::Release);
     conn.inner.requests.clear();
-    if !writer_done {
-        writer.abort();
-        let _ = writer.await;
-    }
     // A connection that never authenticated was never seen by the
     // application: no room, no count, no `on_disconnect`.
     let seen = conn.inner.is_open();

@@ -14,13 +14,12 @@ use std::{
 };
 
 use futures_util::FutureExt;
-use tokio_util::sync::CancellationToken;
 
 use crate::{
     ack::{self, AckSlot, MultiRequest, Outcome},
     auth::{self, Auth, AuthConfig, AuthFailure, AuthReason, AuthUser, Verdict},
     codec::{CodecKind, EncodeOnce, InFrame, RawPayload},
-    conn::{Conn, ConnId, ConnMeta, DisconnectReason},
+    conn::{Conn, ConnId, ConnInner, ConnMeta, DisconnectReason},
     error::{EncodeError, HandlerError, panic_message},
     event::Events,
     extract,
@@ -171,11 +170,18 @@ pub struct Stats {
     pub idle_timeouts: u64,
 }
 
+/// The close reason of connections ended by [`Server::shutdown`].
+pub(crate) const GOING_AWAY: &str = "server shutting down";
+
 /// How many connections exist in any state, and a way to wait for none.
 #[derive(Debug, Default)]
 pub(crate) struct Live {
     count: AtomicUsize,
     idle: tokio::sync::Notify,
+    /// Every connection task's connection, authenticated or not, so a
+    /// shutdown can ask each to go away. Touched once at the start and once
+    /// at the end of a connection, never per message.
+    conns: std::sync::Mutex<HashMap<ConnId, std::sync::Weak<ConnInner>>>,
 }
 
 /// One place among the live connections, given back when dropped.
@@ -204,6 +210,29 @@ impl Live {
 
     fn count(&self) -> usize {
         self.count.load(Ordering::Acquire)
+    }
+
+    fn tracked(&self) -> std::sync::MutexGuard<'_, HashMap<ConnId, std::sync::Weak<ConnInner>>> {
+        self.conns
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Tracks a connection for [`Server::shutdown`] until [`Live::untrack`].
+    pub(crate) fn track(&self, id: ConnId, conn: &Arc<ConnInner>) {
+        self.tracked().insert(id, Arc::downgrade(conn));
+    }
+
+    pub(crate) fn untrack(&self, id: ConnId) {
+        self.tracked().remove(&id);
+    }
+
+    /// Every tracked connection still alive.
+    fn all(&self) -> Vec<Arc<ConnInner>> {
+        self.tracked()
+            .values()
+            .filter_map(std::sync::Weak::upgrade)
+            .collect()
     }
 
     /// Waits until no connection is left, or `deadline`; `true` when none is.
@@ -240,8 +269,8 @@ pub(crate) struct Inner<In, Out> {
     pub(crate) auth: Option<AuthConfig>,
     pub(crate) stats: Counters,
     pub(crate) live: Arc<Live>,
-    /// Cancelled when shutdown starts: connections are asked to go away.
-    pub(crate) going_away: CancellationToken,
+    /// Set when shutdown starts: connections are asked to go away.
+    pub(crate) going_away: AtomicBool,
     /// When a shutdown gives up on close handshakes.
     pub(crate) shutdown_deadline: std::sync::OnceLock<tokio::time::Instant>,
     pub(crate) rooms: Arc<Registry<Out>>,
@@ -445,7 +474,7 @@ impl<In: Events, Out: Events> Server<In, Out> {
 
     /// Whether [`Server::shutdown`] has begun.
     pub fn is_shutting_down(&self) -> bool {
-        self.inner.going_away.is_cancelled()
+        self.inner.going_away.load(Ordering::Acquire)
     }
 
     /// Shuts the server down gracefully: new upgrades are refused with
@@ -463,7 +492,11 @@ impl<In: Events, Out: Events> Server<In, Out> {
             .inner
             .shutdown_deadline
             .get_or_init(|| tokio::time::Instant::now() + deadline);
-        self.inner.going_away.cancel();
+        self.inner.going_away.store(true, Ordering::Release);
+        // A connection tracked after this sees the flag itself.
+        for conn in self.inner.live.all() {
+            conn.close(CloseCode::GoingAway, GOING_AWAY);
+        }
         // Every connection's close is bounded by `at`; what remains after it
         // is their `on_disconnect` hooks, given the close timeout to finish.
         self.inner
@@ -1305,7 +1338,7 @@ impl<In: Events, Out: Events> ServerBuilder<In, Out> {
                 auth: self.auth,
                 stats: Counters::default(),
                 live: Arc::default(),
-                going_away: CancellationToken::new(),
+                going_away: AtomicBool::new(false),
                 shutdown_deadline: std::sync::OnceLock::new(),
                 rooms: Registry::new(
                     self.state_store
