@@ -10,7 +10,7 @@ use proc_macro::TokenStream;
 use syn::{DeriveInput, ItemFn, parse_macro_input};
 
 /// Derives `liweb::Events` for an enum of events. See `liweb::Events`.
-#[proc_macro_derive(Events, attributes(event, serde))]
+#[proc_macro_derive(Events, attributes(event, serde, ts))]
 pub fn derive_events(input: TokenStream) -> TokenStream {
     let input = parse_macro_input!(input as DeriveInput);
     events::expand(&input)

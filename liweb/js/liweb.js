@@ -8,7 +8,7 @@
 // in both directions. Credentials go in `__auth`; the server answers
 // `auth:success {user}` or `auth:error {reason}`.
 
-const LOCAL_EVENTS = new Set(["open", "close", "state"]);
+const LOCAL_EVENTS = new Set(["open", "close", "state", "reconnect"]);
 const MAX_QUEUE = 100;
 const ACK = "__ack";
 // Close codes after which retrying cannot help: the credentials were refused.
@@ -30,10 +30,16 @@ function resolveUrl(url) {
 /**
  * Realtime event client for a liweb server.
  *
- * Local events: `open` (null), `close` ({code, reason}),
- * `state` ("connecting" | "open" | "reconnecting" | "closed"; "reconnecting"
- * lasts from an unexpected close until the socket is open again). Every other event name,
- * including `error`, comes from the server.
+ * Local events: `open` (null), `close` ({code, reason, willReconnect,
+ * authFailed}), `state` ("connecting" | "open" | "reconnecting" | "closed";
+ * "reconnecting" lasts from an unexpected close until the socket is open
+ * again), `reconnect` (null; after `open`, on every open but the first).
+ * Every other event name, including `error`, `auth:success` and
+ * `auth:error`, comes from the server.
+ *
+ * After a reconnect the server knows nothing of the old connection: sticky
+ * emits (`emitSticky`) are sent again on every open, right after the
+ * credentials, so rooms are rejoined before anything queued goes out.
  */
 export class LiwebClient {
   /**
@@ -55,6 +61,14 @@ export class LiwebClient {
     this._timer = null;
     this._stopped = true; // true after close() or before the first connect()
     this._waiters = []; // pending connect() promises: {resolve, reject}
+    this._sticky = new Map(); // key -> serialized frame, replayed on every open
+    this._opened = false; // whether a socket was ever open (for `reconnect`)
+    this._user = null; // the user of the last `auth:success`
+  }
+
+  /** The user of the last `auth:success` on this connection, or null. */
+  get user() {
+    return this._user;
   }
 
   /** Current state: "connecting" | "open" | "reconnecting" | "closed". */
@@ -127,6 +141,45 @@ export class LiwebClient {
   }
 
   /**
+   * Send an event now (or when the socket opens) and again after every
+   * reconnect, until `unstick(key)`: the way to stay in a room, e.g.
+   * `emitSticky("join", {room}, "room:" + room)`. A new sticky emit with the
+   * same key replaces the old one.
+   * @param {string} event
+   * @param {any} [payload] defaults to null.
+   * @param {string} [key] defaults to the event name.
+   * @returns {() => void} function that removes the sticky emit (like `unstick(key)`).
+   */
+  emitSticky(event, payload = null, key = event) {
+    if (typeof event !== "string" || !event) throw new TypeError("event must be a non-empty string");
+    const frame = JSON.stringify({ event, payload });
+    this._sticky.set(key, frame);
+    // While disconnected the replay on open sends it; no queued copy needed.
+    if (this._ws && this._ws.readyState === WebSocket.OPEN) this._ws.send(frame);
+    return () => this.unstick(key);
+  }
+
+  /**
+   * Stop replaying the sticky emit `key` after reconnects (sends nothing).
+   * @param {string} key
+   * @returns {boolean} whether there was one.
+   */
+  unstick(key) {
+    return this._sticky.delete(key);
+  }
+
+  /**
+   * Run `fn` after every reconnect (not the first open): the place to
+   * re-send what the server forgot with the old connection. Same as
+   * `on("reconnect", fn)`.
+   * @param {() => void} fn
+   * @returns {() => void} function that removes it.
+   */
+  onReconnect(fn) {
+    return this.on("reconnect", fn);
+  }
+
+  /**
    * Send an event as a request and wait for the server's reply (the
    * handler's return value). Rejects on an error reply, on timeout, or when
    * the connection closes first.
@@ -193,7 +246,7 @@ export class LiwebClient {
     this._timer = null;
     this._ws = null; // detach: late socket callbacks are ignored
     this._setState("closed");
-    if (ws) this._dispatch("close", { code, reason });
+    if (ws) this._dispatch("close", { code, reason, willReconnect: false, authFailed: false });
     this._failPending(new Error("liweb: connection closed by client"));
     this._settle(new Error("liweb: connection closed by client"));
   }
@@ -242,14 +295,20 @@ export class LiwebClient {
     ws.onopen = () => {
       if (this._ws !== ws) return;
       this._attempt = 0;
+      this._user = null;
+      const reconnected = this._opened;
+      this._opened = true;
       this._setState("open");
-      // Credentials go first: the server handles a connection's frames in order.
+      // Credentials go first, then sticky emits (rooms), then the queue: the
+      // server handles a connection's frames in order.
       const auth = typeof this.options.auth === "function" ? this.options.auth() : this.options.auth;
       if (auth !== undefined && auth !== null) ws.send(JSON.stringify({ event: "__auth", payload: auth }));
+      for (const frame of this._sticky.values()) ws.send(frame);
       const queued = this._queue;
       this._queue = [];
       for (const frame of queued) ws.send(frame);
       this._dispatch("open", null);
+      if (reconnected) this._dispatch("reconnect", null);
       this._settle();
     };
 
@@ -272,6 +331,7 @@ export class LiwebClient {
         else waiter.resolve(payload);
         return;
       }
+      if (msg.event === "auth:success") this._user = payload?.user ?? null;
       if (typeof msg.ack === "number" && this._responders.has(msg.event)) {
         this._reply(msg.ack, this._responders.get(msg.event), payload);
         return;
@@ -283,9 +343,10 @@ export class LiwebClient {
       if (this._ws !== ws) return;
       this._ws = null;
       this._failPending(new Error(`liweb: connection closed (${e.code})`));
-      const retry = !this._stopped && this.options.reconnect && !AUTH_FAILED.has(e.code);
+      const authFailed = AUTH_FAILED.has(e.code);
+      const retry = !this._stopped && this.options.reconnect && !authFailed;
       this._setState(retry ? "reconnecting" : "closed");
-      this._dispatch("close", { code: e.code, reason: e.reason });
+      this._dispatch("close", { code: e.code, reason: e.reason, willReconnect: retry, authFailed });
       if (retry) this._schedule();
       else this._settle(new Error(`liweb: connection closed (${e.code})`));
     };

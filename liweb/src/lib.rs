@@ -102,6 +102,7 @@
 //! | `client` | no      | the typed Rust client ([`client::Client`]) |
 //! | `jwt`    | no      | the JWT authentication strategy ([`auth::Auth::jwt_hs256`]) |
 //! | `redis`  | no      | scaling out over Redis ([`cluster::RedisAdapter`]) |
+//! | `typescript` | no  | TypeScript event maps for `liweb.js` ([`typescript::export`]) |
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 // Without a transport the connection machinery has no caller yet.
@@ -137,6 +138,10 @@ mod ws;
 pub mod client;
 
 pub mod browser;
+
+#[cfg(feature = "typescript")]
+pub mod typescript;
+mod typescript_gate;
 
 pub use crate::ack::{Ack, MultiRequest, Replies, Request, RequestError};
 pub use crate::codec::{Codec, CodecKind, Decoded, Input, JsonCodec, JsonPayload, RawPayload};
@@ -250,7 +255,10 @@ pub mod __private {
     pub use crate::handler::{
         Call, Guard, GuardFuture, HandlerEvent, HandlerTag, assert_exhaustive, start_guard,
     };
+    pub use crate::{__liweb_ts_events as ts_events, __liweb_ts_struct as ts_struct};
     pub use serde;
     pub use std::boxed::Box;
     pub use std::result::Result;
+    #[cfg(feature = "typescript")]
+    pub use ts_rs;
 }

@@ -11,6 +11,8 @@ pub(crate) struct Container<'a> {
     pub(crate) vis: &'a Visibility,
     pub(crate) generics: &'a syn::Generics,
     pub(crate) variants: Vec<Variant<'a>>,
+    /// `#[event(typescript)]` was given.
+    pub(crate) typescript: bool,
 }
 
 pub(crate) struct Variant<'a> {
@@ -98,6 +100,7 @@ impl<'a> Container<'a> {
             vis: &input.vis,
             generics: &input.generics,
             variants,
+            typescript: attrs.typescript,
         })
     }
 }

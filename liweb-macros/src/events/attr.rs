@@ -50,6 +50,8 @@ impl RenameRule {
 
 pub(crate) struct ContainerAttrs {
     pub(crate) rename_all: RenameRule,
+    /// `#[event(typescript)]`: describe the enum for `liweb::typescript`.
+    pub(crate) typescript: bool,
 }
 
 pub(crate) struct VariantAttrs {
@@ -73,6 +75,7 @@ impl Seen {
 
 pub(crate) fn container(cx: &mut Ctxt, attrs: &[Attribute]) -> ContainerAttrs {
     let mut rename_all = RenameRule::default();
+    let mut typescript = false;
     let mut seen = Seen(Vec::new());
     for attr in attrs.iter().filter(|attr| attr.path().is_ident("event")) {
         let result = attr.parse_nested_meta(|meta| {
@@ -100,12 +103,17 @@ pub(crate) fn container(cx: &mut Ctxt, attrs: &[Attribute]) -> ContainerAttrs {
                     }
                 }
                 Ok(())
+            } else if meta.path.is_ident("typescript") {
+                if seen.first(cx, &meta.path, "typescript") {
+                    typescript = true;
+                }
+                Ok(())
             } else if meta.path.is_ident("name") {
                 cx.push(meta.error("`name` goes on a variant; on the enum use `rename_all`"));
                 skip_value(&meta)
             } else {
                 cx.push(meta.error(format!(
-                    "unknown liweb attribute `{}`; on the enum, `#[event(...)]` takes `rename_all`",
+                    "unknown liweb attribute `{}`; on the enum, `#[event(...)]` takes `rename_all` and `typescript`",
                     path_text(&meta.path)
                 )));
                 skip_value(&meta)
@@ -115,7 +123,10 @@ pub(crate) fn container(cx: &mut Ctxt, attrs: &[Attribute]) -> ContainerAttrs {
             cx.push(err);
         }
     }
-    ContainerAttrs { rename_all }
+    ContainerAttrs {
+        rename_all,
+        typescript,
+    }
 }
 
 pub(crate) fn variant(cx: &mut Ctxt, attrs: &[Attribute]) -> VariantAttrs {
@@ -168,6 +179,15 @@ pub(crate) fn serde_attrs(attrs: &[Attribute]) -> Vec<&Attribute> {
     attrs
         .iter()
         .filter(|attr| attr.path().is_ident("serde"))
+        .collect()
+}
+
+/// `#[ts(...)]` field attributes, carried over to the payload structs of an
+/// `#[event(typescript)]` enum.
+pub(crate) fn ts_attrs(attrs: &[Attribute]) -> Vec<&Attribute> {
+    attrs
+        .iter()
+        .filter(|attr| attr.path().is_ident("ts"))
         .collect()
 }
 

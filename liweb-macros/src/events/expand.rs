@@ -27,6 +27,9 @@ pub(crate) fn expand(container: &Container<'_>) -> TokenStream {
         .map(|(index, variant)| key_impl(container, &module, index, variant));
     let events_impl = events_impl(container, &module);
     let from_impls = from_impls(container, &module);
+    let typescript = container
+        .typescript
+        .then(|| typescript_impl(container, &module));
 
     quote! {
         #[doc = #module_doc]
@@ -39,7 +42,28 @@ pub(crate) fn expand(container: &Container<'_>) -> TokenStream {
             #(#key_impls)*
             #events_impl
             #(#from_impls)*
+            #typescript
         };
+    }
+}
+
+/// The `liweb::typescript::EventMap` implementation, through liweb's
+/// `ts_events!` so that it needs liweb's `typescript` feature only when asked
+/// for.
+fn typescript_impl(container: &Container<'_>, module: &syn::Ident) -> TokenStream {
+    let enum_ident = container.ident;
+    let visitor = format_ident!("__events");
+    let entries = container.variants.iter().map(|variant| {
+        let name = &variant.name;
+        let ident = variant.ident;
+        match &variant.shape {
+            Shape::Unit | Shape::Unsupported(_) => quote!(#visitor.unit(#name);),
+            Shape::Newtype(ty) => quote_spanned!(ty.span()=> #visitor.payload::<#ty>(#name);),
+            Shape::Struct(_) => quote!(#visitor.object::<#module::#ident>(#name);),
+        }
+    });
+    quote! {
+        ::liweb::__private::ts_events!(#enum_ident, #visitor, { #(#entries)* });
     }
 }
 
@@ -102,8 +126,28 @@ fn key_item(container: &Container<'_>, variant: &Variant<'_>) -> TokenStream {
                 let ty = field.ty;
                 let docs = attr::docs(field.attrs);
                 let serde = attr::serde_attrs(field.attrs);
-                quote!(#(#docs)* #(#serde)* #vis2 #field_ident: #ty,)
+                let ts = if container.typescript {
+                    attr::ts_attrs(field.attrs)
+                } else {
+                    Vec::new()
+                };
+                quote!(#(#docs)* #(#serde)* #(#ts)* #vis2 #field_ident: #ty,)
             });
+            let item = quote! {
+                #[doc = #doc]
+                #(#docs)*
+                #[derive(::liweb::__private::serde::Serialize, ::liweb::__private::serde::Deserialize)]
+                #[serde(crate = "::liweb::__private::serde")]
+                #(#serde_container)*
+                #vis2 struct #ident {
+                    #(#fields)*
+                }
+            };
+            let item = if container.typescript {
+                quote!(::liweb::__private::ts_struct! { #item })
+            } else {
+                item
+            };
             quote! {
                 mod #inner {
                     // The payload's field types resolve where the enum is
@@ -111,14 +155,7 @@ fn key_item(container: &Container<'_>, variant: &Variant<'_>) -> TokenStream {
                     #[allow(unused_imports)]
                     use super::super::*;
 
-                    #[doc = #doc]
-                    #(#docs)*
-                    #[derive(::liweb::__private::serde::Serialize, ::liweb::__private::serde::Deserialize)]
-                    #[serde(crate = "::liweb::__private::serde")]
-                    #(#serde_container)*
-                    #vis2 struct #ident {
-                        #(#fields)*
-                    }
+                    #item
                 }
                 #vis1 use self::#inner::#ident;
             }

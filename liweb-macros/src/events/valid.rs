@@ -38,6 +38,14 @@ pub(crate) fn check(cx: &mut Ctxt, container: &Container<'_>) {
                 fields,
                 "tuple variants with several fields cannot be encoded; use a struct variant or one field of a struct type",
             ),
+            Shape::Struct(fields) if !container.typescript => {
+                for attr in fields.iter().flat_map(|field| super::attr::ts_attrs(field.attrs)) {
+                    cx.error_spanned_by(
+                        attr,
+                        "`#[ts(...)]` needs `#[event(typescript)]` on the enum",
+                    );
+                }
+            }
             _ => {}
         }
         let name = &variant.name;
