@@ -1,6 +1,13 @@
 //! The WebSocket transport: an axum route that upgrades and runs connections.
 
-use std::{future::ready, net::SocketAddr, panic::AssertUnwindSafe, sync::atomic::Ordering};
+use std::{
+    future::ready,
+    net::SocketAddr,
+    panic::AssertUnwindSafe,
+    pin::Pin,
+    sync::atomic::Ordering,
+    task::{Context, Poll},
+};
 
 use axum::{
     extract::{
@@ -10,7 +17,7 @@ use axum::{
     response::{IntoResponse, Response},
     routing::MethodRouter,
 };
-use futures_util::{FutureExt, SinkExt, StreamExt};
+use futures_util::{FutureExt, Sink, StreamExt};
 use http::StatusCode;
 use tokio_tungstenite::tungstenite;
 
@@ -138,8 +145,32 @@ async fn run_socket<In: Events, Out: Events>(
 ) {
     let (sink, stream) = socket.split();
     let reader = stream.filter_map(|item| ready(inbound(item)));
-    let writer = sink.with(|out: Outbound| ready(message(out)));
-    conn::run(server, meta, reader, writer).await;
+    conn::run(server, meta, reader, Writer(sink)).await;
+}
+
+/// The socket's sending half, taking liweb's outbound items. A plain
+/// mapping in `start_send`: `SinkExt::with` would build and poll a future
+/// for every frame of every recipient.
+struct Writer(futures_util::stream::SplitSink<WebSocket, Message>);
+
+impl Sink<Outbound> for Writer {
+    type Error = axum::Error;
+
+    fn poll_ready(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Pin::new(&mut self.0).poll_ready(cx)
+    }
+
+    fn start_send(mut self: Pin<&mut Self>, item: Outbound) -> Result<(), Self::Error> {
+        Pin::new(&mut self.0).start_send(message(item))
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Pin::new(&mut self.0).poll_close(cx)
+    }
 }
 
 fn inbound(item: Result<Message, axum::Error>) -> Option<Inbound> {
@@ -180,8 +211,8 @@ fn classify(err: axum::Error) -> Inbound {
     }
 }
 
-fn message(out: Outbound) -> Result<Message, axum::Error> {
-    Ok(match out {
+fn message(out: Outbound) -> Message {
+    match out {
         Outbound::Frame(Frame {
             data: FrameData::Text(text),
         }) => Message::Text(text),
@@ -193,5 +224,5 @@ fn message(out: Outbound) -> Result<Message, axum::Error> {
             code: code.as_u16(),
             reason: Utf8Bytes::from(reason),
         })),
-    })
+    }
 }
