@@ -30,6 +30,23 @@
 //! [`Incoming::Request`] with a [`Responder`], or is answered by a function
 //! given to [`Client::on_request`]. [`Client::authenticate`] sends `__auth`
 //! and waits for the server's verdict.
+//!
+//! [`Client::connect`] speaks JSON. [`Client::builder`] picks another codec
+//! (features `msgpack`, `bincode`): it asks the server for it through the
+//! WebSocket subprotocol and then encodes and decodes everything in it.
+//!
+//! ```no_run
+//! # use liweb::prelude::*;
+//! # use liweb::client::Client;
+//! # #[derive(Events)] enum ChatIn { Say(String) }
+//! # #[derive(Events)] enum ChatOut { Said(String) }
+//! # async fn run() -> Result<(), liweb::client::ClientError> {
+//! let client = Client::<ChatOut, ChatIn>::builder("ws://127.0.0.1:3001/ws")
+//!     .codec(liweb::CodecKind::Json)
+//!     .connect()
+//!     .await?;
+//! # Ok(()) }
+//! ```
 
 use std::{
     collections::HashMap,
@@ -57,7 +74,7 @@ use tokio_tungstenite::tungstenite::{
 };
 
 use crate::{
-    codec::{CodecKind, Input, RawPayload},
+    codec::{CodecKind, Frame, Input, RawPayload},
     error::{DecodeError, EncodeError},
     event::{EventKey, Events, PayloadDecoder},
     protocol::{
@@ -124,14 +141,15 @@ pub enum Incoming<Rx> {
 #[derive(Debug)]
 pub struct Responder {
     id: u64,
+    codec: CodecKind,
     commands: mpsc::UnboundedSender<Command>,
 }
 
 impl Responder {
     /// Replies with `value`.
     pub fn reply<T: Serialize + ?Sized>(self, value: &T) -> Result<(), ClientError> {
-        let frame = CodecKind::Json.encode_parts(ACK_EVENT, Some(self.id), value)?;
-        send(&self.commands, frame.into_bytes())
+        let frame = self.codec.encode_parts(ACK_EVENT, Some(self.id), value)?;
+        send(&self.commands, frame)
     }
 
     /// Replies with an error carrying `message`.
@@ -141,28 +159,35 @@ impl Responder {
             message: message.into(),
             event: None,
         };
-        let frame = CodecKind::Json.encode_error_reply(self.id, &error)?;
-        send(&self.commands, frame.into_bytes())
+        let frame = self.codec.encode_error_reply(self.id, &error)?;
+        send(&self.commands, frame)
     }
 }
 
-fn send(commands: &mpsc::UnboundedSender<Command>, bytes: Bytes) -> Result<(), ClientError> {
-    commands
-        .send(Command::Send(bytes))
-        .map_err(|_| ClientError::Closed)
+fn send(commands: &mpsc::UnboundedSender<Command>, frame: Frame) -> Result<(), ClientError> {
+    let command = if frame.is_text() {
+        Command::Text(frame.into_bytes())
+    } else {
+        Command::Binary(frame.into_bytes())
+    };
+    commands.send(command).map_err(|_| ClientError::Closed)
 }
 
 type Listener = Box<dyn Fn(RawPayload<'_>) -> Result<(), DecodeError> + Send + Sync>;
 /// Answers a server request from its payload: the reply frame, or why not.
-type RequestFn = Box<dyn Fn(RawPayload<'_>, u64) -> Result<Bytes, ClientError> + Send + Sync>;
+type RequestFn = Box<dyn Fn(RawPayload<'_>, u64) -> Result<Frame, ClientError> + Send + Sync>;
 /// Takes the reply to one of this client's requests.
 type Waiter = Box<dyn for<'a> FnOnce(Result<RawPayload<'a>, ErrorPayload>) + Send>;
-/// Takes the verdict of `__auth`: the user's JSON, or the reason.
-type AuthWaiter = oneshot::Sender<Result<String, String>>;
+/// Takes the verdict of `__auth`: the whole `auth:success` frame, decoded
+/// by the waiter as its user type, or the reason.
+type AuthWaiter = oneshot::Sender<Result<Bytes, String>>;
 
 #[derive(Debug)]
 enum Command {
-    Send(Bytes),
+    /// A text frame (the bytes are UTF-8).
+    Text(Bytes),
+    /// A binary frame.
+    Binary(Bytes),
     Close(CloseCode, String),
 }
 
@@ -174,6 +199,7 @@ struct Shared {
     waiters: Mutex<HashMap<u64, Waiter>>,
     auth: Mutex<Option<AuthWaiter>>,
     next_id: AtomicU64,
+    codec: CodecKind,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -198,22 +224,88 @@ impl<Rx, Tx> fmt::Debug for Client<Rx, Tx> {
     }
 }
 
+/// Connects a [`Client`] with a chosen codec; made by [`Client::builder`].
+#[must_use = "a builder does nothing until `connect` is awaited"]
+pub struct ClientBuilder<Rx, Tx> {
+    request: Result<tungstenite::handshake::client::Request, tungstenite::Error>,
+    codec: Option<CodecKind>,
+    _types: PhantomData<fn(Rx, Tx)>,
+}
+
+impl<Rx, Tx> fmt::Debug for ClientBuilder<Rx, Tx> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientBuilder")
+            .field("codec", &self.codec)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<Rx: Events, Tx: Events> ClientBuilder<Rx, Tx> {
+    /// The codec to speak. It is asked for through the
+    /// `Sec-WebSocket-Protocol` header (`liweb.json`, `liweb.msgpack`,
+    /// `liweb.bincode`); a server that does not support it refuses the
+    /// upgrade. Without a codec the client speaks JSON and asks for none.
+    pub fn codec(mut self, codec: CodecKind) -> Self {
+        self.codec = Some(codec);
+        self
+    }
+
+    /// Opens the connection.
+    pub async fn connect(self) -> Result<Client<Rx, Tx>, ClientError> {
+        let mut request = self.request?;
+        if let Some(codec) = self.codec {
+            request.headers_mut().insert(
+                http::header::SEC_WEBSOCKET_PROTOCOL,
+                http::HeaderValue::from_static(codec.subprotocol()),
+            );
+        }
+        // tungstenite fails the handshake when the server does not answer
+        // with the subprotocol asked for.
+        Client::open(request, self.codec.unwrap_or_default()).await
+    }
+}
+
 impl<Rx: Events, Tx: Events> Client<Rx, Tx> {
-    /// Connects to a liweb WebSocket URL such as `ws://127.0.0.1:3001/ws`.
+    /// Connects to a liweb WebSocket URL such as `ws://127.0.0.1:3001/ws`,
+    /// speaking JSON.
     pub async fn connect(url: &str) -> Result<Self, ClientError> {
         Self::connect_request(url).await
     }
 
     /// Connects with a request built by hand (extra headers, cookies):
-    /// anything `tokio-tungstenite` accepts as a client request.
+    /// anything `tokio-tungstenite` accepts as a client request. Speaks
+    /// JSON; see [`Client::builder`] for the other codecs.
     pub async fn connect_request(
         request: impl IntoClientRequest + Unpin,
+    ) -> Result<Self, ClientError> {
+        Self::open(request, CodecKind::Json).await
+    }
+
+    /// Starts a connection whose codec (or request) is chosen before it
+    /// opens: `Client::builder(url).codec(CodecKind::MessagePack).connect().await`.
+    pub fn builder(request: impl IntoClientRequest) -> ClientBuilder<Rx, Tx> {
+        ClientBuilder {
+            request: request.into_client_request(),
+            codec: None,
+            _types: PhantomData,
+        }
+    }
+
+    /// The codec this client speaks.
+    pub fn codec(&self) -> CodecKind {
+        self.shared.codec
+    }
+
+    async fn open(
+        request: impl IntoClientRequest + Unpin,
+        codec: CodecKind,
     ) -> Result<Self, ClientError> {
         let (socket, _response) = tokio_tungstenite::connect_async(request).await?;
         let (commands, command_rx) = mpsc::unbounded_channel();
         let (incoming_tx, incoming) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             next_id: AtomicU64::new(1),
+            codec,
             ..Shared::default()
         });
         tokio::spawn(run::<Rx>(
@@ -243,12 +335,18 @@ impl<Rx: Events, Tx: Events> Client<Rx, Tx> {
     ) -> Result<U, ClientError> {
         let (tx, rx) = oneshot::channel();
         *lock(&self.shared.auth) = Some(tx);
-        let frame = CodecKind::Json.encode_parts(AUTH_EVENT, None, credentials)?;
-        send(&self.commands, frame.into_bytes())?;
+        let codec = self.shared.codec;
+        let frame = codec.encode_parts(AUTH_EVENT, None, credentials)?;
+        send(&self.commands, frame)?;
         let timeout = Duration::from_secs(10);
         match tokio::time::timeout(timeout, rx).await {
-            Ok(Ok(Ok(user))) => serde_json::from_str(&user)
-                .map_err(|err| ClientError::Decode(DecodeError::payload_message(err))),
+            Ok(Ok(Ok(frame))) => {
+                let success: AuthSuccess<U> = codec
+                    .decode_frame(Input::Binary(&frame))?
+                    .payload
+                    .decode()?;
+                Ok(success.user)
+            }
             Ok(Ok(Err(reason))) => Err(ClientError::AuthRejected(reason)),
             Ok(Err(_closed)) => Err(ClientError::Closed),
             Err(_elapsed) => Err(ClientError::Timeout(timeout)),
@@ -259,9 +357,11 @@ impl<Rx: Events, Tx: Events> Client<Rx, Tx> {
     /// as `R` (the handler's return value): `client.request(ev).timeout(d).await`.
     pub fn request<R>(&self, event: Tx) -> ClientRequest<R> {
         let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
-        let frame = CodecKind::Json
-            .encode_parts(event.name(), Some(id), &crate::event::PayloadOf(&event))
-            .map(|frame| frame.into_bytes());
+        let frame = self.shared.codec.encode_parts(
+            event.name(),
+            Some(id),
+            &crate::event::PayloadOf(&event),
+        );
         ClientRequest {
             id,
             frame,
@@ -280,28 +380,32 @@ impl<Rx: Events, Tx: Events> Client<Rx, Tx> {
         R: Serialize,
         F: Fn(K::Payload) -> R + Send + Sync + 'static,
     {
+        let codec = self.shared.codec;
         let respond: RequestFn = Box::new(move |payload, id| {
             let reply = respond(payload.decode::<K::Payload>()?);
-            Ok(CodecKind::Json
-                .encode_parts(ACK_EVENT, Some(id), &reply)?
-                .into_bytes())
+            Ok(codec.encode_parts(ACK_EVENT, Some(id), &reply)?)
         });
         lock(&self.shared.responders).insert(K::INDEX, respond);
     }
 
     /// Sends one event to the server.
     pub fn emit(&self, event: Tx) -> Result<(), ClientError> {
-        let frame = CodecKind::Json.encode(&event)?;
-        self.commands
-            .send(Command::Send(frame.into_bytes()))
-            .map_err(|_| ClientError::Closed)
+        send(&self.commands, self.shared.codec.encode(&event)?)
     }
 
     /// Sends a raw text frame, bypassing the types; for testing servers
     /// against malformed input.
     pub fn emit_raw(&self, text: impl Into<String>) -> Result<(), ClientError> {
         self.commands
-            .send(Command::Send(Bytes::from(text.into())))
+            .send(Command::Text(Bytes::from(text.into())))
+            .map_err(|_| ClientError::Closed)
+    }
+
+    /// Sends a raw binary frame, bypassing the types; for testing servers
+    /// against malformed input.
+    pub fn emit_raw_binary(&self, bytes: impl Into<Bytes>) -> Result<(), ClientError> {
+        self.commands
+            .send(Command::Binary(bytes.into()))
             .map_err(|_| ClientError::Closed)
     }
 
@@ -347,7 +451,7 @@ impl<Rx, Tx> Stream for Client<Rx, Tx> {
 #[must_use = "a request does nothing until awaited"]
 pub struct ClientRequest<R> {
     id: u64,
-    frame: Result<Bytes, EncodeError>,
+    frame: Result<Frame, EncodeError>,
     commands: mpsc::UnboundedSender<Command>,
     shared: Arc<Shared>,
     timeout: Duration,
@@ -377,7 +481,7 @@ impl<R: DeserializeOwned + Send + 'static> IntoFuture for ClientRequest<R> {
 
     fn into_future(self) -> Self::IntoFuture {
         Box::pin(async move {
-            let bytes = self.frame?;
+            let frame = self.frame?;
             let (tx, rx) = oneshot::channel();
             let waiter: Waiter = Box::new(move |result: Result<RawPayload<'_>, ErrorPayload>| {
                 let value = match result {
@@ -387,7 +491,7 @@ impl<R: DeserializeOwned + Send + 'static> IntoFuture for ClientRequest<R> {
                 let _ = tx.send(value);
             });
             lock(&self.shared.waiters).insert(self.id, waiter);
-            let outcome = match send(&self.commands, bytes) {
+            let outcome = match send(&self.commands, frame) {
                 Ok(()) => match tokio::time::timeout(self.timeout, rx).await {
                     Ok(Ok(result)) => result,
                     Ok(Err(_closed)) => Err(ClientError::Closed),
@@ -416,9 +520,14 @@ async fn run<Rx: Events>(
     loop {
         tokio::select! {
             command = commands.recv(), if commands_open => match command {
-                Some(Command::Send(bytes)) => {
+                Some(Command::Text(bytes)) => {
                     let Ok(text) = tungstenite::Utf8Bytes::try_from(bytes) else { continue };
                     if socket.send(Message::Text(text)).await.is_err() {
+                        break;
+                    }
+                }
+                Some(Command::Binary(bytes)) => {
+                    if socket.send(Message::Binary(bytes)).await.is_err() {
                         break;
                     }
                 }
@@ -433,11 +542,23 @@ async fn run<Rx: Events>(
                 }
             },
             message = socket.next() => match message {
-                Some(Ok(Message::Text(text))) => {
+                Some(Ok(Message::Text(text))) if shared.codec.is_text() => {
                     let Some(commands) = command_tx.upgrade() else { continue };
-                    if let Some(item) = decode::<Rx>(text.as_str(), &shared, &commands) {
+                    if let Some(item) = decode::<Rx>(Input::Text(text.as_str()), &shared, &commands) {
                         let _ = incoming.send(item);
                     }
+                }
+                Some(Ok(Message::Binary(bytes))) if !shared.codec.is_text() => {
+                    let Some(commands) = command_tx.upgrade() else { continue };
+                    if let Some(item) = decode::<Rx>(Input::Binary(&bytes), &shared, &commands) {
+                        let _ = incoming.send(item);
+                    }
+                }
+                Some(Ok(Message::Text(_))) => {
+                    let _ = incoming.send(Incoming::Malformed {
+                        event: None,
+                        error: DecodeError::frame("text frame on a binary connection"),
+                    });
                 }
                 Some(Ok(Message::Binary(_))) => {
                     let _ = incoming.send(Incoming::Malformed {
@@ -459,20 +580,31 @@ async fn run<Rx: Events>(
     let _ = incoming.send(Incoming::Closed(close));
 }
 
+/// The `auth:success` payload, `{"user": ..}`.
 #[derive(serde::Deserialize)]
-struct AuthPayload {
-    #[serde(default)]
-    user: Option<Box<serde_json::value::RawValue>>,
-    #[serde(default)]
-    reason: Option<String>,
+struct AuthSuccess<U> {
+    user: U,
+}
+
+/// The `auth:error` payload, `{"reason": ..}`.
+#[derive(serde::Deserialize)]
+struct AuthError {
+    reason: String,
+}
+
+fn input_bytes<'a>(input: &Input<'a>) -> &'a [u8] {
+    match *input {
+        Input::Text(text) => text.as_bytes(),
+        Input::Binary(bytes) => bytes,
+    }
 }
 
 fn decode<Rx: Events>(
-    text: &str,
+    input: Input<'_>,
     shared: &Shared,
     commands: &mpsc::UnboundedSender<Command>,
 ) -> Option<Incoming<Rx>> {
-    let frame = match CodecKind::Json.decode_frame(Input::Text(text)) {
+    let frame = match shared.codec.decode_frame(input) {
         Ok(frame) => frame,
         Err(error) => return Some(Incoming::Malformed { event: None, error }),
     };
@@ -507,14 +639,15 @@ fn decode<Rx: Events>(
             return None;
         }
         AUTH_SUCCESS | AUTH_ERROR => {
-            let payload: AuthPayload = match frame.payload.decode() {
-                Ok(payload) => payload,
-                Err(error) => return Some(malformed(error)),
-            };
-            let verdict = match (&*frame.event, payload.user, payload.reason) {
-                (AUTH_SUCCESS, Some(user), _) => Ok(user.get().to_owned()),
-                (AUTH_SUCCESS, None, _) => Ok("null".to_owned()),
-                (_, _, reason) => Err(reason.unwrap_or_default()),
+            // The user's type is known only to the waiter, which decodes
+            // the frame again; this is once per connection.
+            let verdict = if frame.event == AUTH_SUCCESS {
+                Ok(Bytes::copy_from_slice(input_bytes(&input)))
+            } else {
+                match frame.payload.decode::<AuthError>() {
+                    Ok(error) => Err(error.reason),
+                    Err(error) => return Some(malformed(error)),
+                }
             };
             match (lock(&shared.auth).take(), verdict) {
                 (Some(waiter), verdict) => {
@@ -538,8 +671,8 @@ fn decode<Rx: Events>(
             let responders = lock(&shared.responders);
             if let Some(respond) = responders.get(&index) {
                 match respond(frame.payload, id) {
-                    Ok(bytes) => {
-                        let _ = send(commands, bytes);
+                    Ok(reply) => {
+                        let _ = send(commands, reply);
                         return None;
                     }
                     Err(ClientError::Decode(error)) => return Some(malformed(error)),
@@ -552,6 +685,7 @@ fn decode<Rx: Events>(
                 event,
                 Responder {
                     id,
+                    codec: shared.codec,
                     commands: commands.clone(),
                 },
             )),

@@ -21,7 +21,7 @@ impl DecodeError {
         }
     }
 
-    pub(crate) fn payload(err: serde_path_to_error::Error<serde_json::Error>) -> Self {
+    pub(crate) fn payload<E: fmt::Display>(err: serde_path_to_error::Error<E>) -> Self {
         let path = err.path().to_string();
         let inner = err.into_inner();
         if path == "." {

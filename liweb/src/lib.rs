@@ -103,6 +103,14 @@
 //! | `jwt`    | no      | the JWT authentication strategy ([`auth::Auth::jwt_hs256`]) |
 //! | `redis`  | no      | scaling out over Redis ([`cluster::RedisAdapter`]) |
 //! | `typescript` | no  | TypeScript event maps for `liweb.js` ([`typescript::export`]) |
+//! | `msgpack` | no     | the MessagePack codec ([`CodecKind::MessagePack`], subprotocol `liweb.msgpack`) |
+//! | `bincode` | no     | the bincode codec ([`CodecKind::Bincode`], subprotocol `liweb.bincode`), Rust to Rust |
+//!
+//! JSON needs no feature and stays the default codec: it is what browsers
+//! and liwebjs clients speak. A connection picks a binary codec through the
+//! WebSocket subprotocol ([`ConnMeta::codec`] tells which); the binary
+//! codecs are opt-in so that only applications that use them build their
+//! dependencies.
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 // Without a transport the connection machinery has no caller yet.
@@ -144,7 +152,11 @@ pub mod typescript;
 mod typescript_gate;
 
 pub use crate::ack::{Ack, MultiRequest, Replies, Request, RequestError};
+#[cfg(feature = "bincode")]
+pub use crate::codec::{BincodeCodec, BincodePayload};
 pub use crate::codec::{Codec, CodecKind, Decoded, Input, JsonCodec, JsonPayload, RawPayload};
+#[cfg(feature = "msgpack")]
+pub use crate::codec::{MsgPackCodec, MsgPackPayload};
 pub use crate::conn::{Conn, ConnId, ConnMeta, DisconnectReason, Transport};
 pub use crate::error::{DecodeError, EmitError, EncodeError, ExtractError, HandlerError};
 pub use crate::event::{EventKey, Events, PayloadDecoder};

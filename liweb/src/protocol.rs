@@ -148,13 +148,32 @@ pub enum ErrorCode {
 
 /// The payload of the reserved `error` event:
 /// `{"code": "unknown_event", "message": "...", "event": "..."}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct ErrorPayload {
     /// What kind of bad input this was.
     pub code: ErrorCode,
     /// A human-readable reason; for payloads, includes the field path.
     pub message: String,
     /// The event the frame named, when it named one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub event: Option<String>,
+}
+
+impl Serialize for ErrorPayload {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        // JSON leaves out an absent `event`; a binary format writes every
+        // field, since a reader of one that is not self-describing (bincode)
+        // cannot tell a field was skipped.
+        let skip = self.event.is_none() && serializer.is_human_readable();
+        let mut out = serializer.serialize_struct("ErrorPayload", if skip { 2 } else { 3 })?;
+        out.serialize_field("code", &self.code)?;
+        out.serialize_field("message", &self.message)?;
+        if skip {
+            out.skip_field("event")?;
+        } else {
+            out.serialize_field("event", &self.event)?;
+        }
+        out.end()
+    }
 }

@@ -131,6 +131,7 @@ pub(crate) struct Counters {
     pub(crate) rejected_full: AtomicU64,
     pub(crate) rejected_upgrade: AtomicU64,
     pub(crate) rejected_shutdown: AtomicU64,
+    pub(crate) rejected_subprotocol: AtomicU64,
     pub(crate) rate_limited: AtomicU64,
     pub(crate) auth_failures: AtomicU64,
     pub(crate) auth_timeouts: AtomicU64,
@@ -156,6 +157,9 @@ pub struct Stats {
     pub rejected_upgrade: u64,
     /// Upgrades refused during shutdown (503).
     pub rejected_shutdown: u64,
+    /// Upgrades refused because they asked only for `liweb.*` codec
+    /// subprotocols this server does not support (400).
+    pub rejected_subprotocol: u64,
     /// Events dropped by the rate limit.
     pub rate_limited: u64,
     /// Authentications refused.
@@ -463,6 +467,7 @@ impl<In: Events, Out: Events> Server<In, Out> {
             rejected_full: read(&counters.rejected_full),
             rejected_upgrade: read(&counters.rejected_upgrade),
             rejected_shutdown: read(&counters.rejected_shutdown),
+            rejected_subprotocol: read(&counters.rejected_subprotocol),
             rate_limited: read(&counters.rate_limited),
             auth_failures: read(&counters.auth_failures),
             auth_timeouts: read(&counters.auth_timeouts),
@@ -670,13 +675,7 @@ impl<In: Events, Out: Events> Server<In, Out> {
     /// the frame is not a reply. Only frames that mention `__ack` at all are
     /// decoded here, so ordinary events are still read once.
     pub(crate) fn take_reply(&self, conn: &Conn<Out>, codec: CodecKind, frame: &InFrame) -> bool {
-        let mentions = match frame {
-            InFrame::Text(text) => text.as_str().contains(ACK_EVENT),
-            InFrame::Binary(bytes) => bytes
-                .windows(ACK_EVENT.len())
-                .any(|w| w == ACK_EVENT.as_bytes()),
-        };
-        if !mentions || frame.is_text() != codec.is_text() {
+        if frame.is_text() != codec.is_text() || !codec.may_be_reply(frame.input()) {
             return false;
         }
         match codec.decode_frame(frame.input()) {
@@ -1437,5 +1436,50 @@ mod tests {
             let ptr = frame.as_bytes().as_ptr();
             assert_eq!(*first.get_or_insert(ptr), ptr);
         }
+    }
+
+    #[cfg(all(feature = "msgpack", feature = "bincode"))]
+    #[test]
+    fn a_broadcast_is_serialized_once_for_every_codec_in_use() {
+        use crate::event::PayloadDecoder;
+
+        let server = Server::<In, Out>::builder().build();
+        let codecs = [
+            CodecKind::Json,
+            CodecKind::MessagePack,
+            CodecKind::Bincode,
+            CodecKind::MessagePack,
+            CodecKind::Json,
+            CodecKind::Bincode,
+        ];
+        let mut receivers = Vec::new();
+        for codec in codecs {
+            let (conn, rx) = Conn::<Out>::detached(codec);
+            server.register(&conn);
+            receivers.push((codec, rx));
+        }
+        let before = SERIALIZED.load(Ordering::SeqCst);
+        assert_eq!(server.broadcast(Out::Counted(Counted(7))).unwrap(), 6);
+        assert_eq!(SERIALIZED.load(Ordering::SeqCst) - before, 3);
+
+        let mut shared = HashMap::new();
+        for (codec, rx) in &mut receivers {
+            let Ok(Outbound::Frame(frame)) = rx.try_recv() else {
+                panic!("every connection got a frame");
+            };
+            assert_eq!(frame.is_text(), codec.is_text());
+            let input = if frame.is_text() {
+                crate::codec::Input::Text(std::str::from_utf8(frame.as_bytes()).unwrap())
+            } else {
+                crate::codec::Input::Binary(frame.as_bytes())
+            };
+            let raw = codec.decode_frame(input).unwrap();
+            assert_eq!(raw.event, "counted");
+            assert_eq!(raw.payload.decode::<Counted>().unwrap(), Counted(7));
+            // Connections of one codec share one allocation.
+            let ptr = frame.as_bytes().as_ptr();
+            assert_eq!(*shared.entry(*codec).or_insert(ptr), ptr);
+        }
+        assert_eq!(shared.len(), 3);
     }
 }

@@ -89,6 +89,20 @@ impl<In: Events, Out: Events> Server<In, Out> {
             tracing::debug!(?origin, "upgrade refused: origin not allowed");
             return refuse(StatusCode::FORBIDDEN, "origin not allowed");
         }
+        let codec = match negotiate(&parts.headers) {
+            Ok(codec) => codec,
+            Err(asked) => {
+                stats.rejected_subprotocol.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(%asked, "upgrade refused: no supported codec subprotocol");
+                return refuse(
+                    StatusCode::BAD_REQUEST,
+                    &format!(
+                        "unsupported codec subprotocol: {asked}; this server speaks {}",
+                        supported()
+                    ),
+                );
+            }
+        };
         let remote_addr = parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
@@ -99,7 +113,7 @@ impl<In: Events, Out: Events> Server<In, Out> {
             parts.uri.path().to_owned(),
             parts.uri.query().map(str::to_owned),
             Transport::WebSocket,
-            CodecKind::Json,
+            codec.unwrap_or_default(),
         );
         if let Some(hook) = self.inner.on_upgrade.clone() {
             let verdict = AssertUnwindSafe(hook(meta.clone())).catch_unwind().await;
@@ -127,6 +141,12 @@ impl<In: Events, Out: Events> Server<In, Out> {
             return refuse(StatusCode::SERVICE_UNAVAILABLE, "too many connections");
         };
         let config = self.config();
+        // Answering with the chosen subprotocol; a client that asked for
+        // none gets none, as before codecs could be chosen.
+        let upgrade = match codec {
+            Some(codec) => upgrade.protocols([codec.subprotocol()]),
+            None => upgrade,
+        };
         upgrade
             .read_buffer_size(config.read_buffer_size)
             .max_message_size(config.max_frame_size)
@@ -136,6 +156,40 @@ impl<In: Events, Out: Events> Server<In, Out> {
                 drop(slot);
             })
     }
+}
+
+/// The codec the `Sec-WebSocket-Protocol` header asks for: the first
+/// `liweb.*` subprotocol of the client's list this server supports, `None`
+/// when the list names no `liweb.*` subprotocol (JSON), and `Err` with the
+/// list when it names only `liweb.*` subprotocols this server lacks.
+fn negotiate(headers: &http::HeaderMap) -> Result<Option<CodecKind>, String> {
+    let asked = headers
+        .get_all(http::header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .map(str::trim)
+        .filter(|name| name.starts_with("liweb."));
+    let mut unsupported = Vec::new();
+    for name in asked {
+        match CodecKind::from_subprotocol(name) {
+            Some(codec) => return Ok(Some(codec)),
+            None => unsupported.push(name),
+        }
+    }
+    if unsupported.is_empty() {
+        Ok(None)
+    } else {
+        Err(unsupported.join(", "))
+    }
+}
+
+fn supported() -> String {
+    CodecKind::ALL
+        .iter()
+        .map(|codec| codec.subprotocol())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 async fn run_socket<In: Events, Out: Events>(

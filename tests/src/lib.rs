@@ -13,7 +13,7 @@ use std::{
 
 use futures_util::{SinkExt, StreamExt};
 use liweb::{
-    CloseCode, DisconnectReason, ErrorReport, JoinError, Room, ServerBuilder,
+    CloseCode, CodecKind, DisconnectReason, ErrorReport, JoinError, Room, ServerBuilder,
     auth::AuthUser,
     client::{Client, Incoming},
     prelude::*,
@@ -828,6 +828,24 @@ impl Running {
             .expect("connect timed out")
             .expect("connect failed");
         (client, self.connected(before).await)
+    }
+
+    /// Connects a typed client speaking `codec` and waits until the server
+    /// has run `on_connect` for it.
+    pub async fn client_with(&self, codec: CodecKind) -> (TestClient, ConnId) {
+        let before = self.recorder.conns().len();
+        let client = self.connect_with(codec).await;
+        (client, self.connected(before).await)
+    }
+
+    /// Connects a typed client speaking `codec` without waiting for
+    /// `on_connect`: for connections that authenticate first.
+    pub async fn connect_with(&self, codec: CodecKind) -> TestClient {
+        let connecting = TestClient::builder(self.url()).codec(codec).connect();
+        tokio::time::timeout(WAIT, connecting)
+            .await
+            .expect("connect timed out")
+            .expect("connect failed")
     }
 
     /// Connects a raw JSON client and waits until the server has run

@@ -159,13 +159,36 @@ impl<In, Out> LocalNode<In, Out> {
 }
 
 /// Frames for each codec from the JSON bytes another node sent: JSON
-/// connections share those very bytes.
-pub(crate) fn frames_from_json(
+/// connections share those very bytes; the other codecs get them
+/// transcoded once each.
+pub(crate) fn frames_from_json<Out: Events>(
     json: &Bytes,
 ) -> EncodeOnce<impl FnMut(CodecKind) -> Result<Frame, EncodeError> + '_> {
     EncodeOnce::new(move |codec| match codec {
         CodecKind::Json => Frame::json(json.clone()),
+        #[cfg(any(feature = "msgpack", feature = "bincode"))]
+        other => transcode::<Out>(json, other),
     })
+}
+
+/// Re-encodes a JSON message in `codec`. An event of `Out` goes through its
+/// own payload type, so codecs that are not self-describing (bincode) get
+/// the bytes that type writes; a reserved event goes through a JSON value.
+#[cfg(any(feature = "msgpack", feature = "bincode"))]
+fn transcode<Out: Events>(json: &Bytes, codec: CodecKind) -> Result<Frame, EncodeError> {
+    use crate::{codec::Input, event::PayloadDecoder, event::PayloadOf};
+
+    let raw = CodecKind::Json
+        .decode_frame(Input::Binary(json))
+        .map_err(EncodeError::new)?;
+    if let Some(index) = Out::index_of(&raw.event)
+        && let Some(event) = Out::decode(index, raw.payload)
+    {
+        let event = event.map_err(EncodeError::new)?;
+        return codec.encode_parts(event.name(), raw.ack, &PayloadOf(&event));
+    }
+    let payload: serde_json::Value = raw.payload.decode().map_err(EncodeError::new)?;
+    codec.encode_parts(&raw.event, raw.ack, &payload)
 }
 
 impl<In: Events, Out: Events> Deliver for LocalNode<In, Out> {
@@ -181,22 +204,23 @@ impl<In: Events, Out: Events> Deliver for LocalNode<In, Out> {
                 except,
                 only,
                 frame,
-            } => {
-                server
-                    .inner
-                    .rooms
-                    .deliver_room(&room, except, only, &mut frames_from_json(&frame))
-            }
+            } => server.inner.rooms.deliver_room(
+                &room,
+                except,
+                only,
+                &mut frames_from_json::<Out>(&frame),
+            ),
             Message::Rooms {
                 rooms,
                 except,
                 frame,
-            } => server
-                .inner
-                .rooms
-                .deliver_rooms(&rooms, except, &mut frames_from_json(&frame)),
+            } => server.inner.rooms.deliver_rooms(
+                &rooms,
+                except,
+                &mut frames_from_json::<Out>(&frame),
+            ),
             Message::Broadcast { except, frame } => server
-                .deliver_local(&mut frames_from_json(&frame), |conn| {
+                .deliver_local(&mut frames_from_json::<Out>(&frame), |conn| {
                     Some(conn.id()) != except
                 }),
             Message::Disconnect { conn, code, reason } => {

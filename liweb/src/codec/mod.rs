@@ -3,22 +3,31 @@
 //! Each codec implements [`Codec`]. The dispatch code never names a codec: it
 //! asks the connection's [`CodecKind`] to read an envelope ([`RawFrame`]: the
 //! wire name and a still-encoded [`RawPayload`]) and to encode outbound
-//! messages ([`Frame`]). Adding a codec (MessagePack, bincode) means a type
-//! implementing [`Codec`], a [`CodecKind`] variant and a [`RawPayload`]
-//! variant, all in this module.
+//! messages ([`Frame`]). A codec is a type implementing [`Codec`], a
+//! [`CodecKind`] variant and a [`RawPayload`] variant, all in this module:
+//! JSON always, MessagePack with the `msgpack` feature, bincode with the
+//! `bincode` feature.
 
+#[cfg(feature = "bincode")]
+mod bincode;
 mod json;
+#[cfg(feature = "msgpack")]
+mod msgpack;
 
 use std::borrow::Cow;
 
 use bytes::Bytes;
 use serde::{Serialize, de::DeserializeOwned};
 
+#[cfg(feature = "bincode")]
+pub use self::bincode::{BincodeCodec, BincodePayload};
 pub use self::json::{JsonCodec, JsonPayload};
+#[cfg(feature = "msgpack")]
+pub use self::msgpack::{MsgPackCodec, MsgPackPayload};
 use crate::{
     error::{DecodeError, EncodeError},
     event::{Events, PayloadDecoder, PayloadOf},
-    protocol::ErrorPayload,
+    protocol::{ACK_EVENT, ErrorPayload},
 };
 
 /// A wire format for liweb messages.
@@ -108,37 +117,85 @@ impl InFrame {
     }
 }
 
-/// The wire format of a connection.
+/// The wire format of a connection, chosen at the upgrade through the
+/// `Sec-WebSocket-Protocol` header ([`CodecKind::subprotocol`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 #[non_exhaustive]
 pub enum CodecKind {
     /// JSON text frames `{"event": name, "payload": value}` (liwebjs compatible).
     #[default]
     Json,
+    /// MessagePack binary frames, a map `{"event": name, "payload": value}`
+    /// (feature `msgpack`).
+    #[cfg(feature = "msgpack")]
+    MessagePack,
+    /// bincode binary frames, Rust to Rust (feature `bincode`).
+    #[cfg(feature = "bincode")]
+    Bincode,
+}
+
+/// Encodes or decodes with the codec of a [`CodecKind`], by its type.
+macro_rules! with_codec {
+    ($kind:expr, $codec:ident => $body:expr) => {
+        match $kind {
+            CodecKind::Json => {
+                type $codec = JsonCodec;
+                $body
+            }
+            #[cfg(feature = "msgpack")]
+            CodecKind::MessagePack => {
+                type $codec = MsgPackCodec;
+                $body
+            }
+            #[cfg(feature = "bincode")]
+            CodecKind::Bincode => {
+                type $codec = BincodeCodec;
+                $body
+            }
+        }
+    };
 }
 
 impl CodecKind {
+    /// Every codec this build supports, JSON first.
+    pub const ALL: &'static [CodecKind] = &[
+        Self::Json,
+        #[cfg(feature = "msgpack")]
+        Self::MessagePack,
+        #[cfg(feature = "bincode")]
+        Self::Bincode,
+    ];
+
     /// How many codecs exist; sizes the per-codec caches of a broadcast.
-    pub(crate) const COUNT: usize = 1;
+    pub(crate) const COUNT: usize = Self::ALL.len();
 
     pub(crate) const fn slot(self) -> usize {
         match self {
             Self::Json => 0,
+            #[cfg(feature = "msgpack")]
+            Self::MessagePack => 1,
+            #[cfg(feature = "bincode")]
+            Self::Bincode => 1 + cfg!(feature = "msgpack") as usize,
         }
     }
 
     /// Whether this codec's frames are text (else binary).
     pub const fn is_text(self) -> bool {
-        match self {
-            Self::Json => JsonCodec::TEXT,
-        }
+        with_codec!(self, C => C::TEXT)
     }
 
-    /// The WebSocket subprotocol naming this codec.
+    /// The WebSocket subprotocol naming this codec: `liweb.json`,
+    /// `liweb.msgpack` or `liweb.bincode`.
     pub const fn subprotocol(self) -> &'static str {
-        match self {
-            Self::Json => JsonCodec::SUBPROTOCOL,
-        }
+        with_codec!(self, C => C::SUBPROTOCOL)
+    }
+
+    /// The codec a subprotocol names, if this build supports it.
+    pub fn from_subprotocol(name: &str) -> Option<Self> {
+        Self::ALL
+            .iter()
+            .copied()
+            .find(|codec| codec.subprotocol() == name)
     }
 
     /// Encodes one event.
@@ -153,9 +210,7 @@ impl CodecKind {
         ack: Option<u64>,
         payload: &P,
     ) -> Result<Frame, EncodeError> {
-        let bytes = match self {
-            Self::Json => JsonCodec::encode(name, ack, payload)?,
-        };
+        let bytes = with_codec!(self, C => C::encode(name, ack, payload))?;
         self.frame(bytes)
     }
 
@@ -165,9 +220,7 @@ impl CodecKind {
         ack: u64,
         error: &ErrorPayload,
     ) -> Result<Frame, EncodeError> {
-        let bytes = match self {
-            Self::Json => JsonCodec::encode_error_reply(ack, error)?,
-        };
+        let bytes = with_codec!(self, C => C::encode_error_reply(ack, error))?;
         self.frame(bytes)
     }
 
@@ -182,15 +235,41 @@ impl CodecKind {
         Ok(Frame { data })
     }
 
+    /// Whether a frame may be a reply (`__ack`), looked at without decoding
+    /// it: a bincode frame starts with its event name; the other codecs'
+    /// frames are searched for the name, which is cheaper than reading them.
+    pub(crate) fn may_be_reply(self, frame: Input<'_>) -> bool {
+        let name = ACK_EVENT.as_bytes();
+        match frame {
+            Input::Text(text) => text.contains(ACK_EVENT),
+            // The header's first field: a one-byte length, then the name.
+            #[cfg(feature = "bincode")]
+            Input::Binary(bytes) if self == Self::Bincode => {
+                bytes.first() == Some(&(name.len() as u8))
+                    && bytes.get(1..=name.len()) == Some(name)
+            }
+            Input::Binary(bytes) => bytes.windows(name.len()).any(|window| window == name),
+        }
+    }
+
     /// Reads the envelope of one inbound frame, leaving the payload undecoded.
     pub(crate) fn decode_frame(self, frame: Input<'_>) -> Result<RawFrame<'_>, DecodeError> {
-        match self {
-            Self::Json => JsonCodec::decode_frame(frame).map(|decoded| RawFrame {
+        fn raw<'a, P>(decoded: Decoded<'a, P>, wrap: fn(P) -> RawPayload<'a>) -> RawFrame<'a> {
+            RawFrame {
                 event: decoded.event,
-                payload: RawPayload::Json(decoded.payload),
+                payload: wrap(decoded.payload),
                 ack: decoded.ack,
-                error: decoded.error.map(RawPayload::Json),
-            }),
+                error: decoded.error.map(wrap),
+            }
+        }
+        match self {
+            Self::Json => JsonCodec::decode_frame(frame).map(|d| raw(d, RawPayload::Json)),
+            #[cfg(feature = "msgpack")]
+            Self::MessagePack => {
+                MsgPackCodec::decode_frame(frame).map(|d| raw(d, RawPayload::MessagePack))
+            }
+            #[cfg(feature = "bincode")]
+            Self::Bincode => BincodeCodec::decode_frame(frame).map(|d| raw(d, RawPayload::Bincode)),
         }
     }
 }
@@ -211,6 +290,12 @@ pub(crate) struct RawFrame<'a> {
 pub enum RawPayload<'a> {
     /// A JSON value (`null` when the frame had no `payload`).
     Json(JsonPayload<'a>),
+    /// A MessagePack value (`nil` when the frame had no `payload`).
+    #[cfg(feature = "msgpack")]
+    MessagePack(MsgPackPayload<'a>),
+    /// A bincode value (no bytes for a unit payload).
+    #[cfg(feature = "bincode")]
+    Bincode(BincodePayload<'a>),
 }
 
 impl PayloadDecoder for RawPayload<'_> {
@@ -219,6 +304,10 @@ impl PayloadDecoder for RawPayload<'_> {
     fn decode<T: DeserializeOwned>(self) -> Result<T, DecodeError> {
         match self {
             Self::Json(payload) => payload.decode(),
+            #[cfg(feature = "msgpack")]
+            Self::MessagePack(payload) => payload.decode(),
+            #[cfg(feature = "bincode")]
+            Self::Bincode(payload) => payload.decode(),
         }
     }
 }
