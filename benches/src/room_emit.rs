@@ -105,7 +105,7 @@ pub trait Inbox: Send {
     fn next_debug(&mut self) -> Option<String>;
 }
 
-impl<T: fmt::Debug + Send> Inbox for tokio::sync::mpsc::UnboundedReceiver<T> {
+impl Inbox for liweb::Outgoing {
     fn drain(&mut self) -> usize {
         let mut drained = 0;
         while self.try_recv().is_ok() {

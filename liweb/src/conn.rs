@@ -8,7 +8,7 @@ use std::{
         Arc, RwLock,
         atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering},
     },
-    task::Poll,
+    task::{Context, Poll},
 };
 
 use futures_util::{
@@ -17,10 +17,7 @@ use futures_util::{
 };
 use http::HeaderMap;
 use serde::{Deserialize, Serialize};
-use tokio::{
-    sync::mpsc,
-    time::{Duration, Instant},
-};
+use tokio::time::{Duration, Instant};
 use uuid::Uuid;
 
 use crate::{
@@ -255,7 +252,8 @@ const FAILED: u8 = 2;
 pub(crate) struct ConnInner {
     pub(crate) id: ConnId,
     meta: ConnMeta,
-    pub(crate) tx: mpsc::UnboundedSender<Outbound>,
+    /// What the writer is to send, in order.
+    pub(crate) queue: OutQueue,
     /// Bytes queued and not yet handed to the transport.
     queued: AtomicUsize,
     max_queue: usize,
@@ -326,10 +324,8 @@ impl ConnInner {
             self.close(CloseCode::SlowConsumer, "outbound queue full");
             return Err(EmitError::SlowConsumer);
         }
-        self.tx.send(Outbound::Frame(frame)).map_err(|_| {
-            self.queued.fetch_sub(len, Ordering::AcqRel);
-            EmitError::Closed
-        })
+        self.queue.push(Outbound::Frame(frame));
+        Ok(())
     }
 
     pub(crate) fn close(&self, code: CloseCode, reason: &str) -> bool {
@@ -342,9 +338,8 @@ impl ConnInner {
         while !reason.is_char_boundary(end) {
             end -= 1;
         }
-        let _ = self
-            .tx
-            .send(Outbound::Close(code, reason[..end].to_owned()));
+        self.queue
+            .push(Outbound::Close(code, reason[..end].to_owned()));
         // `closing` is set above; the connection task checks it after
         // registering, so a wake before it waits is not lost.
         self.close_requested.wake();
@@ -548,8 +543,7 @@ impl<Out: Events> Conn<Out> {
     /// A connection with no transport behind it, for benchmarks and tests of
     /// dispatch: what it is sent is queued on the returned receiver.
     #[doc(hidden)]
-    pub fn detached(codec: CodecKind) -> (Self, mpsc::UnboundedReceiver<Outbound>) {
-        let (tx, rx) = mpsc::unbounded_channel();
+    pub fn detached(codec: CodecKind) -> (Self, Outgoing) {
         let meta = ConnMeta::new(
             &HeaderMap::new(),
             None,
@@ -558,20 +552,17 @@ impl<Out: Events> Conn<Out> {
             Transport::WebSocket,
             codec,
         );
-        (Self::new(meta, tx, usize::MAX, false), rx)
+        let conn = Self::new(meta, usize::MAX, false);
+        let outgoing = Outgoing(Arc::clone(&conn.inner));
+        (conn, outgoing)
     }
 
-    fn new(
-        meta: ConnMeta,
-        tx: mpsc::UnboundedSender<Outbound>,
-        max_queue: usize,
-        auth_pending: bool,
-    ) -> Self {
+    fn new(meta: ConnMeta, max_queue: usize, auth_pending: bool) -> Self {
         Conn {
             inner: Arc::new(ConnInner {
                 id: ConnId::new(),
                 meta,
-                tx,
+                queue: OutQueue::default(),
                 queued: AtomicUsize::new(0),
                 max_queue,
                 closing: AtomicBool::new(false),
@@ -664,12 +655,11 @@ pub(crate) async fn run<In, Out, R, W>(
 {
     let config = server.config();
     let auth = &server.inner.auth;
-    let (tx, rx) = mpsc::unbounded_channel();
-    let conn = Conn::<Out>::new(meta, tx, config.max_queue_bytes, auth.is_some());
+    let conn = Conn::<Out>::new(meta, config.max_queue_bytes, auth.is_some());
     // The writer runs inside this task, polled beside the reader and the
     // handler in flight: a task of its own would cost every connection a
     // second task cell for no gain in what it can do.
-    let writer = write_loop(writer, rx, Arc::clone(&conn.inner));
+    let writer = write_loop(writer, Arc::clone(&conn.inner));
     tokio::pin!(writer);
 
     let started = Instant::now();
@@ -767,7 +757,7 @@ pub(crate) async fn run<In, Out, R, W>(
                 if let (Some(at), Some(every)) = (timers.ping, config.ping_interval)
                     && now >= at
                 {
-                    let _ = conn.inner.tx.send(Outbound::Ping);
+                    conn.inner.queue.push(Outbound::Ping);
                     timers.pong.get_or_insert(now + config.ping_timeout);
                     timers.ping = Some(now + every);
                 }
@@ -887,17 +877,17 @@ pub(crate) async fn run<In, Out, R, W>(
     .await;
 }
 
-async fn write_loop<W>(mut sink: W, mut rx: mpsc::UnboundedReceiver<Outbound>, conn: Arc<ConnInner>)
+async fn write_loop<W>(mut sink: W, conn: Arc<ConnInner>)
 where
     W: Sink<Outbound> + Unpin,
 {
-    // The connection task aborts this one when the connection ends; no
-    // token is needed for that.
-    // `recv_many` into an empty buffer reserves a whole batch; start small
-    // and give back what a burst grew, so a connection that once received a
-    // burst does not keep a batch's worth of slots for its whole life.
+    // The connection task drops this future when the connection ends; it
+    // needs no signal of its own. The batch starts small and gives back
+    // what a burst grew, so a connection that once received a burst does
+    // not keep a batch's worth of slots for its whole life.
     let mut batch = Vec::with_capacity(IDLE_BATCH);
-    while rx.recv_many(&mut batch, WRITE_BATCH).await > 0 {
+    loop {
+        std::future::poll_fn(|cx| conn.queue.poll_take(cx, &mut batch, WRITE_BATCH)).await;
         if !write_batch(&mut sink, &mut batch, &conn).await {
             // Dropping the sink (with the reader) closes the socket; closing
             // it here would wait on a handshake only the reader can finish.
@@ -906,6 +896,83 @@ where
         if batch.capacity() > IDLE_BATCH {
             batch.shrink_to(IDLE_BATCH);
         }
+    }
+}
+
+/// The queue between a connection's emitters and its writer: a locked
+/// `VecDeque` and the writer's waker. Unlike a channel it allocates nothing
+/// until something is queued (a channel's first block of slots is over a
+/// kilobyte per connection), and it gives back what a burst grew.
+#[derive(Default)]
+pub(crate) struct OutQueue {
+    items: std::sync::Mutex<std::collections::VecDeque<Outbound>>,
+    writer: futures_util::task::AtomicWaker,
+}
+
+/// How many slots an emptied queue keeps.
+const IDLE_QUEUE: usize = 8;
+
+impl OutQueue {
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::VecDeque<Outbound>> {
+        self.items
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Queues one item and wakes the writer.
+    pub(crate) fn push(&self, item: Outbound) {
+        self.lock().push_back(item);
+        self.writer.wake();
+    }
+
+    fn pop(&self) -> Option<Outbound> {
+        self.lock().pop_front()
+    }
+
+    /// Moves up to `max` queued items to `batch`; pending (with the waker
+    /// registered) while there are none.
+    fn poll_take(&self, cx: &mut Context<'_>, batch: &mut Vec<Outbound>, max: usize) -> Poll<()> {
+        // Registered first, so an item pushed after the check still wakes us.
+        self.writer.register(cx.waker());
+        let mut items = self.lock();
+        if items.is_empty() {
+            return Poll::Pending;
+        }
+        let take = items.len().min(max);
+        batch.extend(items.drain(..take));
+        if items.is_empty() && items.capacity() > IDLE_QUEUE {
+            items.shrink_to(IDLE_QUEUE);
+        }
+        Poll::Ready(())
+    }
+}
+
+/// What a [`Conn::detached`] connection was sent, for tests and benchmarks.
+#[doc(hidden)]
+pub struct Outgoing(Arc<ConnInner>);
+
+impl fmt::Debug for Outgoing {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Outgoing")
+            .field("conn", &self.0.id)
+            .field("queued", &self.0.queue.lock().len())
+            .finish()
+    }
+}
+
+/// [`Outgoing::try_recv`] found nothing queued.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Empty;
+
+impl Outgoing {
+    /// The oldest queued item, if any.
+    pub fn try_recv(&mut self) -> Result<Outbound, Empty> {
+        let item = self.0.queue.pop().ok_or(Empty)?;
+        if let Outbound::Frame(frame) = &item {
+            self.0.queued.fetch_sub(frame.len(), Ordering::AcqRel);
+        }
+        Ok(item)
     }
 }
 

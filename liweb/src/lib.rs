@@ -158,6 +158,8 @@ pub use crate::codec::{Codec, CodecKind, Decoded, Input, JsonCodec, JsonPayload,
 #[cfg(feature = "msgpack")]
 pub use crate::codec::{MsgPackCodec, MsgPackPayload};
 pub use crate::conn::{Conn, ConnId, ConnMeta, DisconnectReason, Transport};
+#[doc(hidden)]
+pub use crate::conn::{Empty, Outgoing};
 pub use crate::error::{DecodeError, EmitError, EncodeError, ExtractError, HandlerError};
 pub use crate::event::{EventKey, Events, PayloadDecoder};
 pub use crate::extract::{ConnParts, FromConnParts, FromEvent, State};
