@@ -893,7 +893,8 @@ where
             // it here would wait on a handshake only the reader can finish.
             return;
         }
-        if batch.capacity() > IDLE_BATCH {
+        // Given back once a burst is over, not between its batches.
+        if batch.capacity() > IDLE_BATCH && conn.queue.is_empty() {
             batch.shrink_to(IDLE_BATCH);
         }
     }
@@ -909,8 +910,8 @@ pub(crate) struct OutQueue {
     writer: futures_util::task::AtomicWaker,
 }
 
-/// How many slots an emptied queue keeps.
-const IDLE_QUEUE: usize = 8;
+/// How many slots an emptied queue keeps; more are given back.
+const IDLE_QUEUE: usize = 64;
 
 impl OutQueue {
     fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::VecDeque<Outbound>> {
@@ -923,6 +924,10 @@ impl OutQueue {
     pub(crate) fn push(&self, item: Outbound) {
         self.lock().push_back(item);
         self.writer.wake();
+    }
+
+    fn is_empty(&self) -> bool {
+        self.lock().is_empty()
     }
 
     fn pop(&self) -> Option<Outbound> {
