@@ -29,7 +29,7 @@
 //!   `chat:message {"id", "text", "ts", "room"}`, and the message joins the
 //!   room's history (the last 50 are kept, in the room's state); the message
 //!   also carries the sender's `name`;
-//! - client → server `typing {"room"}`: the other members get `typing {"room", "id"}`;
+//! - client → server `typing {"room"}`: the other members get `typing {"room", "id", "name"}`;
 //! - when a client disconnects, everyone gets `user:left {"id", "online", "name"}`
 //!   (`user:left` after a `leave` carries `name` too).
 //!
@@ -178,6 +178,8 @@ pub enum ChatOut {
         room: String,
         /// Who is typing.
         id: ConnId,
+        /// Their user name.
+        name: String,
     },
 }
 
@@ -349,6 +351,7 @@ async fn on_typing(
             ChatOut::Typing {
                 room: room.key().room().to_owned(),
                 id: conn.id(),
+                name: user_name(&conn),
             },
         )?;
     }

@@ -135,5 +135,9 @@ room: string,
 /**
  * Who is typing.
  */
-id: ConnId, };
+id: ConnId,
+/**
+ * Their user name.
+ */
+name: string, };
 };

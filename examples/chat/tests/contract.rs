@@ -565,9 +565,10 @@ async fn typing_reaches_the_other_members_of_the_room_not_the_sender() {
 
     send_event(&mut a, "typing", json!({ "room": "dev" })).await;
     let typing = expect_event(&mut b, "typing").await;
+    let a_name = format!("guest-{}", &a_id.replace('-', "")[..8]);
     assert_eq!(
         typing,
-        json!({ "room": "dev", "id": a_id }),
+        json!({ "room": "dev", "id": a_id, "name": a_name }),
         "typing payload"
     );
 
