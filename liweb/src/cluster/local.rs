@@ -160,7 +160,12 @@ impl<In, Out> LocalNode<In, Out> {
 
 /// Frames for each codec from the JSON bytes another node sent: JSON
 /// connections share those very bytes; the other codecs get them
-/// transcoded once each.
+/// transcoded once each (with `Out`'s payload types; without binary codecs
+/// `Out` is not needed).
+#[cfg_attr(
+    not(any(feature = "msgpack", feature = "bincode")),
+    allow(clippy::extra_unused_type_parameters)
+)]
 pub(crate) fn frames_from_json<Out: Events>(
     json: &Bytes,
 ) -> EncodeOnce<impl FnMut(CodecKind) -> Result<Frame, EncodeError> + '_> {
