@@ -409,7 +409,10 @@ async fn tcp_m14_a_server_request_resolves_with_the_reply_or_times_out() {
         .request::<String>(TestOut::Question("anyone?".into()))
         .timeout(Duration::from_millis(50))
         .await;
-    assert!(matches!(result, Err(RequestError::Timeout(_))), "{result:?}");
+    assert!(
+        matches!(result, Err(RequestError::Timeout(_))),
+        "{result:?}"
+    );
     assert!(started.elapsed() >= Duration::from_millis(50));
     let asked = silent.next().await;
     assert_eq!(asked["event"], "question");
