@@ -38,7 +38,7 @@ async fn main() -> Result<(), liweb::client::ClientError> {
                 // A saw-tooth CPU load that crosses the threshold now and then.
                 let value = (tick * 17 % 100) as f64;
                 client.emit(AgentIn::Reading { metric: "cpu".into(), value })?;
-                if tick % 5 == 0 {
+                if tick.is_multiple_of(5) {
                     let average: Option<f64> = client
                         .request(AgentIn::Average("cpu".into()))
                         .timeout(Duration::from_secs(2))
