@@ -151,14 +151,17 @@ pub struct Stats {
     pub live: usize,
     /// Upgrades refused because of their `Origin` (403).
     pub rejected_origin: u64,
-    /// Upgrades refused at the connection limit (503).
+    /// Connections refused at the connection limit (WebSocket: 503; TCP:
+    /// a `CLOSE` with 1013).
     pub rejected_full: u64,
-    /// Upgrades refused by the upgrade hook.
+    /// Connections refused by the upgrade hook (either transport).
     pub rejected_upgrade: u64,
-    /// Upgrades refused during shutdown (503).
+    /// Connections refused during shutdown (WebSocket: 503; TCP: a
+    /// `CLOSE` with 1001).
     pub rejected_shutdown: u64,
-    /// Upgrades refused because they asked only for `liweb.*` codec
-    /// subprotocols this server does not support (400).
+    /// Connections refused because they asked only for `liweb.*` codecs
+    /// this server does not support (WebSocket: 400; TCP: a `CLOSE` with
+    /// 1003).
     pub rejected_subprotocol: u64,
     /// Events dropped by the rate limit.
     pub rate_limited: u64,

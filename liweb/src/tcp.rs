@@ -542,3 +542,82 @@ impl<In: Events, Out: Events> Server<In, Out> {
         TcpTransport::new(self.clone()).serve(listener).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use bytes::BytesMut;
+    use tokio_util::codec::Decoder;
+
+    use super::wire::{FrameError, WireCodec, WireFrame, WireOut};
+
+    fn written(item: WireOut<'_>) -> BytesMut {
+        let mut buf = BytesMut::new();
+        WireCodec::new(16).write(item, &mut buf).unwrap();
+        buf
+    }
+
+    #[test]
+    fn frames_are_a_length_a_kind_and_a_body() {
+        assert_eq!(&written(WireOut::Ping)[..], [0, 0, 0, 1, 3]);
+        assert_eq!(
+            &written(WireOut::Message(b"hi"))[..],
+            [0, 0, 0, 3, 2, b'h', b'i']
+        );
+        assert_eq!(
+            &written(WireOut::Close(1009, "big"))[..],
+            [0, 0, 0, 6, 5, 0x03, 0xf1, b'b', b'i', b'g']
+        );
+        let mut codec = WireCodec::new(16);
+        let mut buf = written(WireOut::Hello("liweb.json"));
+        buf.extend_from_slice(&written(WireOut::Close(4006, "ping timeout")));
+        buf.extend_from_slice(&written(WireOut::Pong));
+        assert!(
+            matches!(codec.decode(&mut buf), Ok(Some(WireFrame::Hello(name))) if name == "liweb.json")
+        );
+        assert!(matches!(
+            codec.decode(&mut buf),
+            Ok(Some(WireFrame::Close(Some((4006, reason))))) if reason == "ping timeout"
+        ));
+        assert!(matches!(codec.decode(&mut buf), Ok(Some(WireFrame::Pong))));
+        assert!(matches!(codec.decode(&mut buf), Ok(None)));
+    }
+
+    #[test]
+    fn the_limit_is_checked_from_the_length_alone() {
+        let mut codec = WireCodec::new(16);
+        // 16 bytes of message and the kind byte: the largest frame.
+        let mut buf = written(WireOut::Message(&[b'x'; 16]));
+        assert!(matches!(codec.decode(&mut buf), Ok(Some(WireFrame::Message(m))) if m.len() == 16));
+        let mut buf = BytesMut::from(&18u32.to_be_bytes()[..]);
+        assert!(matches!(
+            codec.decode(&mut buf),
+            Err(FrameError::TooLarge(16))
+        ));
+    }
+
+    #[test]
+    fn a_frame_cut_by_the_end_of_the_stream_is_truncated() {
+        let mut codec = WireCodec::new(16);
+        let mut buf = BytesMut::from(&[0, 0, 0, 5, 2, b'{'][..]);
+        assert!(matches!(codec.decode(&mut buf), Ok(None)));
+        assert!(matches!(
+            codec.decode_eof(&mut buf),
+            Err(FrameError::Truncated)
+        ));
+        assert!(matches!(codec.decode_eof(&mut BytesMut::new()), Ok(None)));
+    }
+
+    #[test]
+    fn empty_frames_and_unknown_kinds_are_malformed() {
+        let mut codec = WireCodec::new(16);
+        let mut buf = BytesMut::from(&[0, 0, 0, 0][..]);
+        assert!(
+            matches!(codec.decode(&mut buf), Err(FrameError::Malformed(m)) if m == "empty frame")
+        );
+        let mut buf = BytesMut::from(&[0, 0, 0, 1, 0x7f][..]);
+        assert!(matches!(
+            codec.decode(&mut buf),
+            Err(FrameError::Malformed(m)) if m == "unknown frame kind 0x7f"
+        ));
+    }
+}

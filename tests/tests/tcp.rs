@@ -133,7 +133,9 @@ async fn bystanders_unaffected(running: &Running, tcp: &mut RawTcp, ws: &mut Tes
     assert_eq!(running.server.connection_count(), 2);
 }
 
-/// Conformance T2: a frame cut off by the end of the stream.
+/// Conformance T2.
+///
+/// A frame cut off by the end of the stream.
 #[tokio::test]
 async fn t2_a_truncated_frame_closes_only_that_connection() {
     let (running, mut tcp, mut ws) = start_with_bystanders().await;
@@ -157,8 +159,10 @@ async fn t2_a_truncated_frame_closes_only_that_connection() {
     bystanders_unaffected(&running, &mut tcp, &mut ws).await;
 }
 
-/// Conformance T2: a length prefix over the maximum closes the connection
-/// before the frame is read.
+/// Conformance T2.
+///
+/// A length prefix over the maximum closes the connection before the frame
+/// is read.
 #[tokio::test]
 async fn t2_a_length_over_the_maximum_closes_before_the_frame_is_read() {
     let (running, mut tcp, mut ws) = start_with_bystanders().await;
@@ -183,7 +187,9 @@ async fn t2_a_length_over_the_maximum_closes_before_the_frame_is_read() {
     bystanders_unaffected(&running, &mut tcp, &mut ws).await;
 }
 
-/// Conformance T2: bytes that are not frames of the protocol.
+/// Conformance T2.
+///
+/// Bytes that are not frames of the protocol.
 #[tokio::test]
 async fn t2_garbage_bytes_close_only_that_connection() {
     let (running, mut tcp, mut ws) = start_with_bystanders().await;
@@ -420,7 +426,9 @@ async fn tcp_m14_a_server_request_resolves_with_the_reply_or_times_out() {
     assert!(asked["ack"].is_u64());
 }
 
-/// Conformance H1 (TCP): `PING` frames, answered with `PONG`.
+/// Conformance H1 (TCP).
+///
+/// `PING` frames, answered with `PONG`.
 #[tokio::test]
 async fn tcp_h1_a_client_answering_ping_frames_stays_connected_past_the_timeout() {
     const INTERVAL: Duration = Duration::from_millis(20);
