@@ -99,6 +99,14 @@ pub enum ClientError {
     /// No reply within the timeout.
     #[error("no reply within {0:?}")]
     Timeout(Duration),
+    /// The TCP connection failed (feature `tcp`).
+    #[error("tcp: {0}")]
+    Io(#[from] std::io::Error),
+    /// The server refused the TCP connection with this close code and
+    /// reason (feature `tcp`): shutting down, full, an unsupported codec,
+    /// or the application's upgrade hook.
+    #[error("the server refused the connection ({code}): {reason}", code = .0.as_u16(), reason = .1)]
+    Refused(CloseCode, String),
     /// The server answered a request with an error reply.
     #[error("the server replied with an error: {}", .0.message)]
     Rejected(ErrorPayload),
@@ -300,7 +308,23 @@ impl<Rx: Events, Tx: Events> Client<Rx, Tx> {
         request: impl IntoClientRequest + Unpin,
         codec: CodecKind,
     ) -> Result<Self, ClientError> {
+        let request = request.into_client_request()?;
+        #[cfg(feature = "tcp")]
+        if request.uri().scheme_str() == Some("tcp") {
+            let socket = tcp::connect(request.uri(), codec).await?;
+            return Ok(Self::start(socket, codec, true));
+        }
         let (socket, _response) = tokio_tungstenite::connect_async(request).await?;
+        Ok(Self::start(socket, codec, false))
+    }
+
+    /// Starts the client's task on an open socket; `answer_pings` when the
+    /// socket does not answer pings itself (TCP).
+    fn start<S, E>(socket: S, codec: CodecKind, answer_pings: bool) -> Self
+    where
+        S: Stream<Item = Result<Message, E>> + futures_util::Sink<Message> + Unpin + Send + 'static,
+        E: Send + 'static,
+    {
         let (commands, command_rx) = mpsc::unbounded_channel();
         let (incoming_tx, incoming) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
@@ -308,8 +332,9 @@ impl<Rx: Events, Tx: Events> Client<Rx, Tx> {
             codec,
             ..Shared::default()
         });
-        tokio::spawn(run::<Rx>(
+        tokio::spawn(run::<Rx, S, E>(
             socket,
+            answer_pings,
             command_rx,
             // Only the handles keep the command channel open; the task's
             // own sender (for responders) must not, or dropping the client
@@ -318,12 +343,12 @@ impl<Rx: Events, Tx: Events> Client<Rx, Tx> {
             incoming_tx,
             Arc::clone(&shared),
         ));
-        Ok(Self {
+        Self {
             commands,
             incoming,
             shared,
             _tx: PhantomData,
-        })
+        }
     }
 
     /// Sends `__auth` with `credentials` and waits (up to 10 s) for the
@@ -505,16 +530,16 @@ impl<R: DeserializeOwned + Send + 'static> IntoFuture for ClientRequest<R> {
     }
 }
 
-type Socket =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-async fn run<Rx: Events>(
-    mut socket: Socket,
+async fn run<Rx: Events, S, E>(
+    mut socket: S,
+    answer_pings: bool,
     mut commands: mpsc::UnboundedReceiver<Command>,
     command_tx: mpsc::WeakUnboundedSender<Command>,
     incoming: mpsc::UnboundedSender<Incoming<Rx>>,
     shared: Arc<Shared>,
-) {
+) where
+    S: Stream<Item = Result<Message, E>> + futures_util::Sink<Message> + Unpin,
+{
     let mut close = None;
     let mut commands_open = true;
     loop {
@@ -533,12 +558,12 @@ async fn run<Rx: Events>(
                 }
                 Some(Command::Close(code, reason)) => {
                     let frame = CloseFrame { code: WsCloseCode::from(code.as_u16()), reason: reason.into() };
-                    let _ = socket.close(Some(frame)).await;
+                    let _ = socket.send(Message::Close(Some(frame))).await;
                 }
                 // Every handle is gone: say goodbye and stop.
                 None => {
                     commands_open = false;
-                    let _ = socket.close(None).await;
+                    let _ = socket.send(Message::Close(None)).await;
                 }
             },
             message = socket.next() => match message {
@@ -568,6 +593,11 @@ async fn run<Rx: Events>(
                 }
                 Some(Ok(Message::Close(frame))) => {
                     close = frame.map(|frame| (CloseCode::from(u16::from(frame.code)), frame.reason.as_str().to_owned()));
+                }
+                Some(Ok(Message::Ping(data))) if answer_pings => {
+                    if socket.send(Message::Pong(data)).await.is_err() {
+                        break;
+                    }
                 }
                 Some(Ok(_)) => {}
                 Some(Err(_)) | None => break,
@@ -708,5 +738,119 @@ fn decode<Rx: Events>(
         Some(Ok(event)) => Some(Incoming::Event(event)),
         Some(Err(error)) => Some(malformed(error)),
         None => Some(malformed(DecodeError::frame("event index out of range"))),
+    }
+}
+
+/// The client's side of the TCP transport (feature `tcp`): `tcp://host:port`.
+#[cfg(feature = "tcp")]
+mod tcp {
+    use std::{io, time::Duration};
+
+    use bytes::BytesMut;
+    use futures_util::{Sink, SinkExt, Stream, StreamExt};
+    use tokio::net::TcpStream;
+    use tokio_tungstenite::tungstenite::{
+        Message,
+        protocol::{CloseFrame, frame::coding::CloseCode as WsCloseCode},
+    };
+    use tokio_util::codec::{Encoder, Framed};
+
+    use super::ClientError;
+    use crate::{
+        codec::CodecKind,
+        protocol::CloseCode,
+        tcp::wire::{FrameError, WireCodec, WireFrame, WireOut},
+    };
+
+    /// The largest message the client reads.
+    const MAX_MESSAGE: usize = 64 * 1024 * 1024;
+    /// How long the server may take to answer `HELLO`.
+    const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+    impl Encoder<Message> for WireCodec {
+        type Error = io::Error;
+
+        fn encode(&mut self, item: Message, dst: &mut BytesMut) -> io::Result<()> {
+            match &item {
+                Message::Text(text) => self.write(WireOut::Message(text.as_bytes()), dst),
+                Message::Binary(bytes) => self.write(WireOut::Message(bytes), dst),
+                Message::Ping(_) => self.write(WireOut::Ping, dst),
+                Message::Pong(_) => self.write(WireOut::Pong, dst),
+                Message::Close(Some(frame)) => {
+                    self.write(WireOut::Close(u16::from(frame.code), &frame.reason), dst)
+                }
+                Message::Close(None) => {
+                    self.write(WireOut::Close(CloseCode::Normal.as_u16(), ""), dst)
+                }
+                Message::Frame(_) => Ok(()),
+            }
+        }
+    }
+
+    /// Connects, sends `HELLO` naming `codec` and waits for the server's
+    /// answer; the socket then reads and writes tungstenite messages, so the
+    /// client's task runs the same over both transports.
+    pub(super) async fn connect(
+        uri: &http::Uri,
+        codec: CodecKind,
+    ) -> Result<
+        impl Stream<Item = Result<Message, FrameError>>
+        + Sink<Message, Error = io::Error>
+        + Unpin
+        + Send
+        + 'static,
+        ClientError,
+    > {
+        let authority = uri
+            .authority()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no host in the URL"))?;
+        let stream = TcpStream::connect(authority.as_str()).await?;
+        stream.set_nodelay(true)?;
+        let mut framed = Framed::new(stream, WireCodec::new(MAX_MESSAGE));
+        let mut hello = BytesMut::new();
+        framed
+            .codec()
+            .write(WireOut::Hello(codec.subprotocol()), &mut hello)?;
+        framed.write_buffer_mut().extend_from_slice(&hello);
+        SinkExt::<Message>::flush(&mut framed).await?;
+        let answer = tokio::time::timeout(HANDSHAKE_TIMEOUT, framed.next())
+            .await
+            .map_err(|_| ClientError::Timeout(HANDSHAKE_TIMEOUT))?;
+        match answer {
+            Some(Ok(WireFrame::Hello(_))) => {}
+            Some(Ok(WireFrame::Close(close))) => {
+                let (code, reason) = close.unwrap_or((CloseCode::Normal.as_u16(), String::new()));
+                return Err(ClientError::Refused(CloseCode::from(code), reason));
+            }
+            Some(Err(FrameError::Io(err))) => return Err(err.into()),
+            None => return Err(io::Error::from(io::ErrorKind::UnexpectedEof).into()),
+            Some(other) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("unexpected answer to HELLO: {other:?}"),
+                )
+                .into());
+            }
+        }
+        let text = codec.is_text();
+        Ok(framed.map(move |frame| {
+            frame.map(|frame| match frame {
+                WireFrame::Message(bytes) if text => {
+                    match super::tungstenite::Utf8Bytes::try_from(bytes.clone()) {
+                        Ok(text) => Message::Text(text),
+                        Err(_) => Message::Binary(bytes),
+                    }
+                }
+                WireFrame::Message(bytes) => Message::Binary(bytes),
+                WireFrame::Ping => Message::Ping(bytes::Bytes::new()),
+                WireFrame::Pong => Message::Pong(bytes::Bytes::new()),
+                WireFrame::Close(close) => Message::Close(close.map(|(code, reason)| CloseFrame {
+                    code: WsCloseCode::from(code),
+                    reason: reason.into(),
+                })),
+                // Only the handshake has a HELLO; a second one is ignored.
+                WireFrame::Hello(_) => Message::Pong(bytes::Bytes::new()),
+            })
+        }))
     }
 }

@@ -23,12 +23,13 @@ use uuid::Uuid;
 use crate::{
     ack::{PendingRequests, Request},
     auth::{AuthFailure, AuthReason},
-    codec::{CodecKind, Frame, InFrame},
+    codec::{CodecKind, Frame},
     error::EmitError,
     event::Events,
     protocol::{CloseCode, ERROR_EVENT, ErrorCode, ErrorPayload},
     server::Server,
     state::RoomKey,
+    transport::{Inbound, Outbound},
 };
 
 /// The id of a connection: a random (v4) UUID, serialized as its string form.
@@ -71,6 +72,10 @@ impl fmt::Debug for ConnId {
 pub enum Transport {
     /// WebSocket (the axum route).
     WebSocket,
+    /// Length-prefixed frames over TCP ([`Server::serve_tcp`](crate::Server::serve_tcp)).
+    Tcp,
+    /// A transport outside liweb, by its name; see [`transport`](crate::transport).
+    Other(&'static str),
 }
 
 /// What is known about a connection from its opening request: headers,
@@ -113,6 +118,20 @@ impl ConnMeta {
             transport,
             codec,
         }))
+    }
+
+    /// Starts the metadata of a connection of a transport of your own; see
+    /// [`transport`](crate::transport). Everything but the transport and
+    /// the codec is unknown (empty) unless set.
+    pub fn builder(transport: Transport, codec: CodecKind) -> ConnMetaBuilder {
+        ConnMetaBuilder {
+            headers: HeaderMap::new(),
+            remote_addr: None,
+            path: String::new(),
+            query: None,
+            transport,
+            codec,
+        }
     }
 
     /// The headers of the upgrade request, as sent.
@@ -168,6 +187,56 @@ impl fmt::Debug for ConnMeta {
             .field("transport", &self.0.transport)
             .field("codec", &self.0.codec)
             .finish_non_exhaustive()
+    }
+}
+
+/// Builds a [`ConnMeta`]; made by [`ConnMeta::builder`].
+#[derive(Debug)]
+#[must_use = "a builder does nothing until `build` is called"]
+pub struct ConnMetaBuilder {
+    headers: HeaderMap,
+    remote_addr: Option<SocketAddr>,
+    path: String,
+    query: Option<String>,
+    transport: Transport,
+    codec: CodecKind,
+}
+
+impl ConnMetaBuilder {
+    /// The headers the connection was opened with.
+    pub fn headers(mut self, headers: HeaderMap) -> Self {
+        self.headers = headers;
+        self
+    }
+
+    /// The peer's address.
+    pub fn remote_addr(mut self, addr: SocketAddr) -> Self {
+        self.remote_addr = Some(addr);
+        self
+    }
+
+    /// The path the connection was opened on.
+    pub fn path(mut self, path: impl Into<String>) -> Self {
+        self.path = path.into();
+        self
+    }
+
+    /// The raw query string, without `?`.
+    pub fn query(mut self, query: impl Into<String>) -> Self {
+        self.query = Some(query.into());
+        self
+    }
+
+    /// The metadata.
+    pub fn build(self) -> ConnMeta {
+        ConnMeta::new(
+            &self.headers,
+            self.remote_addr,
+            self.path,
+            self.query,
+            self.transport,
+            self.codec,
+        )
     }
 }
 
@@ -229,16 +298,6 @@ fn percent_decode(input: &str) -> String {
 
 fn hex(digit: u8) -> Option<u8> {
     (digit as char).to_digit(16).map(|d| d as u8)
-}
-
-/// What the writer of a connection is asked to do.
-#[doc(hidden)]
-#[derive(Debug)]
-pub enum Outbound {
-    Frame(Frame),
-    /// A heartbeat ping (a WebSocket ping frame).
-    Ping,
-    Close(CloseCode, String),
 }
 
 /// No authentication needed, or it succeeded: the connection is open to the
@@ -514,21 +573,6 @@ pub enum DisconnectReason {
     TransportError(String),
 }
 
-/// One inbound item from a transport, already reduced to what liweb needs.
-#[derive(Debug)]
-pub(crate) enum Inbound {
-    /// A data frame.
-    Frame(InFrame),
-    /// The peer's close frame.
-    Close(Option<(CloseCode, String)>),
-    /// A heartbeat answer (a WebSocket pong frame).
-    Pong,
-    /// A protocol violation; the connection is closed with this code.
-    Error(CloseCode, String),
-    /// The transport broke (reset, I/O error); nothing more can be sent.
-    Reset(String),
-}
-
 /// How many received frames may wait while a handler runs before the
 /// connection stops reading (and TCP pushes back on the client).
 const MAX_PENDING: usize = 32;
@@ -783,6 +827,7 @@ pub(crate) async fn run<In, Out, R, W>(
             }
             item = reader.next(), if reading && pending.len() < MAX_PENDING => match item {
                 Some(Inbound::Frame(frame)) => {
+                    let frame = frame.0;
                     let now = Instant::now();
                     timers.last_activity = now;
                     timers.pong = None;

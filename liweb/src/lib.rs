@@ -99,6 +99,7 @@
 //! | feature  | default | what it enables |
 //! |----------|---------|-----------------|
 //! | `ws`     | yes     | the WebSocket transport on axum ([`Server::ws_route`]) |
+//! | `tcp`    | no      | the TCP transport ([`Server::serve_tcp`], [`tcp`]); with `client`, the Rust client over TCP |
 //! | `client` | no      | the typed Rust client ([`client::Client`]) |
 //! | `jwt`    | no      | the JWT authentication strategy ([`auth::Auth::jwt_hs256`]) |
 //! | `redis`  | no      | scaling out over Redis ([`cluster::RedisAdapter`]) |
@@ -133,6 +134,7 @@ mod hooks;
 mod protocol;
 mod room;
 mod server;
+pub mod transport;
 
 pub mod auth;
 pub mod middleware;
@@ -144,6 +146,9 @@ mod ws;
 
 #[cfg(feature = "client")]
 pub mod client;
+
+#[cfg(feature = "tcp")]
+pub mod tcp;
 
 pub mod browser;
 
@@ -157,7 +162,7 @@ pub use crate::codec::{BincodeCodec, BincodePayload};
 pub use crate::codec::{Codec, CodecKind, Decoded, Input, JsonCodec, JsonPayload, RawPayload};
 #[cfg(feature = "msgpack")]
 pub use crate::codec::{MsgPackCodec, MsgPackPayload};
-pub use crate::conn::{Conn, ConnId, ConnMeta, DisconnectReason, Transport};
+pub use crate::conn::{Conn, ConnId, ConnMeta, ConnMetaBuilder, DisconnectReason, Transport};
 #[doc(hidden)]
 pub use crate::conn::{Empty, Outgoing};
 pub use crate::error::{DecodeError, EmitError, EncodeError, ExtractError, HandlerError};

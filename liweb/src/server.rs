@@ -151,14 +151,17 @@ pub struct Stats {
     pub live: usize,
     /// Upgrades refused because of their `Origin` (403).
     pub rejected_origin: u64,
-    /// Upgrades refused at the connection limit (503).
+    /// Connections refused at the connection limit (WebSocket: 503; TCP:
+    /// a `CLOSE` with 1013).
     pub rejected_full: u64,
-    /// Upgrades refused by the upgrade hook.
+    /// Connections refused by the upgrade hook (either transport).
     pub rejected_upgrade: u64,
-    /// Upgrades refused during shutdown (503).
+    /// Connections refused during shutdown (WebSocket: 503; TCP: a
+    /// `CLOSE` with 1001).
     pub rejected_shutdown: u64,
-    /// Upgrades refused because they asked only for `liweb.*` codec
-    /// subprotocols this server does not support (400).
+    /// Connections refused because they asked only for `liweb.*` codecs
+    /// this server does not support (WebSocket: 400; TCP: a `CLOSE` with
+    /// 1003).
     pub rejected_subprotocol: u64,
     /// Events dropped by the rate limit.
     pub rate_limited: u64,
@@ -255,13 +258,47 @@ impl Live {
     }
 }
 
+/// The open connections, by id and in the order they opened.
+pub(crate) struct Connections<Out> {
+    by_id: HashMap<ConnId, (u64, Conn<Out>)>,
+    /// The same connections keyed by when they opened (a counter), for the
+    /// listing by index and range.
+    by_order: std::collections::BTreeMap<u64, Conn<Out>>,
+    next: u64,
+}
+
+impl<Out> Default for Connections<Out> {
+    fn default() -> Self {
+        Self {
+            by_id: HashMap::new(),
+            by_order: std::collections::BTreeMap::new(),
+            next: 0,
+        }
+    }
+}
+
+impl<Out> Connections<Out> {
+    pub(crate) fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
+    pub(crate) fn get(&self, id: &ConnId) -> Option<&Conn<Out>> {
+        self.by_id.get(id).map(|(_, conn)| conn)
+    }
+
+    /// Every connection, oldest first.
+    pub(crate) fn values(&self) -> impl Iterator<Item = &Conn<Out>> {
+        self.by_order.values()
+    }
+}
+
 /// The handlers of one event, in registration order.
 type Slot<In, Out> = Box<[Box<dyn DynHandler<In, Out>>]>;
 
 pub(crate) struct Inner<In, Out> {
     table: Box<[Slot<In, Out>]>,
     states: http::Extensions,
-    conns: RwLock<HashMap<ConnId, Conn<Out>>>,
+    conns: RwLock<Connections<Out>>,
     on_connect: Vec<BoxHook<In, Out>>,
     on_disconnect: Vec<BoxHook<In, Out>>,
     on_auth_success: Vec<BoxHook<In, Out>>,
@@ -339,12 +376,52 @@ impl<In: Events, Out: Events> Server<In, Out> {
         self.read_conns().len()
     }
 
+    /// The `index`-th open connection in the order they opened (oldest
+    /// first), if there are more than `index`; the multiclient-websocket
+    /// `clients[i]`.
+    ///
+    /// The order is the order in which connections opened to the
+    /// application: when `on_connect` is about to fire, which with
+    /// authentication is when it succeeded. A connection keeps its place
+    /// until it ends; the ones after it then move up by one. Whatever the
+    /// transport (WebSocket, TCP), all connections share one order.
+    pub fn connection_at(&self, index: usize) -> Option<Conn<Out>> {
+        self.read_conns().by_order.values().nth(index).cloned()
+    }
+
+    /// The open connections whose places in the order of
+    /// [`Server::connection_at`] fall in `range`; the
+    /// multiclient-websocket `clients.slice(a, b)`. Bounds past the end are
+    /// cut to it, so `connections_range(2..usize::MAX)` is every connection
+    /// but the two oldest, and an empty or reversed range gives nothing.
+    pub fn connections_range(&self, range: impl std::ops::RangeBounds<usize>) -> Vec<Conn<Out>> {
+        use std::ops::Bound;
+        let start = match range.start_bound() {
+            Bound::Included(&at) => at,
+            Bound::Excluded(&at) => at.saturating_add(1),
+            Bound::Unbounded => 0,
+        };
+        let end = match range.end_bound() {
+            Bound::Included(&at) => at.saturating_add(1),
+            Bound::Excluded(&at) => at,
+            Bound::Unbounded => usize::MAX,
+        };
+        self.read_conns()
+            .by_order
+            .values()
+            .skip(start)
+            .take(end.saturating_sub(start))
+            .cloned()
+            .collect()
+    }
+
     /// The open connection with this id.
     pub fn get(&self, id: ConnId) -> Option<Conn<Out>> {
         self.read_conns().get(&id).cloned()
     }
 
-    /// Every open connection.
+    /// Every open connection, oldest first (the order of
+    /// [`Server::connection_at`]).
     pub fn connections(&self) -> Vec<Conn<Out>> {
         self.read_conns().values().cloned().collect()
     }
@@ -510,27 +587,58 @@ impl<In: Events, Out: Events> Server<In, Out> {
             .await;
     }
 
-    pub(crate) fn read_conns(&self) -> std::sync::RwLockReadGuard<'_, HashMap<ConnId, Conn<Out>>> {
+    pub(crate) fn read_conns(&self) -> std::sync::RwLockReadGuard<'_, Connections<Out>> {
         self.inner
             .conns
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    pub(crate) fn register(&self, conn: &Conn<Out>) {
+    /// The upgrade hook's refusal of a new connection, if it refuses
+    /// (counted in the stats); a hook that panics refuses with `500`.
+    pub(crate) async fn run_upgrade_hook(&self, meta: &ConnMeta) -> Option<UpgradeRejection> {
+        let hook = self.inner.on_upgrade.clone()?;
+        let verdict = AssertUnwindSafe(hook(meta.clone())).catch_unwind().await;
+        let rejection = match verdict {
+            Ok(Ok(())) => return None,
+            Ok(Err(rejection)) => rejection,
+            Err(panic) => {
+                tracing::error!(panic = panic_message(&*panic), "the upgrade hook panicked");
+                UpgradeRejection::new(
+                    http::StatusCode::INTERNAL_SERVER_ERROR,
+                    "upgrade check failed",
+                )
+            }
+        };
+        self.inner
+            .stats
+            .rejected_upgrade
+            .fetch_add(1, Ordering::Relaxed);
+        Some(rejection)
+    }
+
+    fn write_conns(&self) -> std::sync::RwLockWriteGuard<'_, Connections<Out>> {
         self.inner
             .conns
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .insert(conn.id(), conn.clone());
+    }
+
+    pub(crate) fn register(&self, conn: &Conn<Out>) {
+        let mut conns = self.write_conns();
+        let order = conns.next;
+        conns.next += 1;
+        if let Some((old, _)) = conns.by_id.insert(conn.id(), (order, conn.clone())) {
+            conns.by_order.remove(&old);
+        }
+        conns.by_order.insert(order, conn.clone());
     }
 
     pub(crate) fn unregister(&self, id: ConnId) {
-        self.inner
-            .conns
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .remove(&id);
+        let mut conns = self.write_conns();
+        if let Some((order, _)) = conns.by_id.remove(&id) {
+            conns.by_order.remove(&order);
+        }
     }
 
     pub(crate) async fn fire_connect(&self, conn: &Conn<Out>) {
@@ -1325,7 +1433,7 @@ impl<In: Events, Out: Events> ServerBuilder<In, Out> {
             inner: Arc::new(Inner {
                 table: self.table.into_iter().map(Vec::into_boxed_slice).collect(),
                 states: self.states,
-                conns: RwLock::new(HashMap::new()),
+                conns: RwLock::new(Connections::default()),
                 on_connect: self.on_connect,
                 on_disconnect: self.on_disconnect,
                 on_auth_success: self.on_auth_success,
@@ -1388,7 +1496,7 @@ mod tests {
     use serde::{Serialize, Serializer};
 
     use super::*;
-    use crate::conn::Outbound;
+    use crate::transport::Outbound;
 
     static SERIALIZED: AtomicUsize = AtomicUsize::new(0);
 

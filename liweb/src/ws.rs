@@ -3,7 +3,6 @@
 use std::{
     future::ready,
     net::SocketAddr,
-    panic::AssertUnwindSafe,
     pin::Pin,
     sync::atomic::Ordering,
     task::{Context, Poll},
@@ -17,17 +16,17 @@ use axum::{
     response::{IntoResponse, Response},
     routing::MethodRouter,
 };
-use futures_util::{FutureExt, Sink, StreamExt};
+use futures_util::{Sink, StreamExt};
 use http::StatusCode;
 use tokio_tungstenite::tungstenite;
 
 use crate::{
     codec::{CodecKind, Frame, FrameData, InFrame},
-    conn::{self, ConnMeta, Inbound, Outbound, Transport},
-    error::panic_message,
+    conn::{self, ConnMeta, Transport},
     event::Events,
     protocol::CloseCode,
-    server::{Server, UpgradeRejection},
+    server::Server,
+    transport::{Inbound, InboundFrame, Outbound},
 };
 
 fn refuse(status: StatusCode, message: &str) -> Response {
@@ -115,23 +114,8 @@ impl<In: Events, Out: Events> Server<In, Out> {
             Transport::WebSocket,
             codec.unwrap_or_default(),
         );
-        if let Some(hook) = self.inner.on_upgrade.clone() {
-            let verdict = AssertUnwindSafe(hook(meta.clone())).catch_unwind().await;
-            let rejection = match verdict {
-                Ok(Ok(())) => None,
-                Ok(Err(rejection)) => Some(rejection),
-                Err(panic) => {
-                    tracing::error!(panic = panic_message(&*panic), "the upgrade hook panicked");
-                    Some(UpgradeRejection::new(
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        "upgrade check failed",
-                    ))
-                }
-            };
-            if let Some(rejection) = rejection {
-                stats.rejected_upgrade.fetch_add(1, Ordering::Relaxed);
-                return refuse(rejection.status, &rejection.message);
-            }
+        if let Some(rejection) = self.run_upgrade_hook(&meta).await {
+            return refuse(rejection.status, &rejection.message);
         }
         // The place is taken before the upgrade and given back when the
         // connection ends, or when the upgrade never completes.
@@ -229,8 +213,8 @@ impl Sink<Outbound> for Writer {
 
 fn inbound(item: Result<Message, axum::Error>) -> Option<Inbound> {
     match item {
-        Ok(Message::Text(text)) => Some(Inbound::Frame(InFrame::Text(text))),
-        Ok(Message::Binary(bytes)) => Some(Inbound::Frame(InFrame::Binary(bytes))),
+        Ok(Message::Text(text)) => Some(Inbound::Frame(InboundFrame(InFrame::Text(text)))),
+        Ok(Message::Binary(bytes)) => Some(Inbound::Frame(InboundFrame(InFrame::Binary(bytes)))),
         // tungstenite answers pings itself.
         Ok(Message::Ping(_)) => None,
         Ok(Message::Pong(_)) => Some(Inbound::Pong),

@@ -770,8 +770,10 @@ pub fn builder(recorder: &Recorder) -> ServerBuilder<TestIn, TestOut> {
 pub struct Running {
     /// The server handle.
     pub server: TestServer,
-    /// Where it listens.
+    /// Where it listens for WebSocket connections.
     pub addr: SocketAddr,
+    /// Where the same server listens for TCP connections.
+    pub tcp_addr: SocketAddr,
     /// What its hooks and handlers did.
     pub recorder: Recorder,
 }
@@ -808,11 +810,53 @@ impl Running {
             .await
             .unwrap();
         });
+        let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let tcp_addr = tcp.local_addr().unwrap();
+        let serving = server.clone();
+        tokio::spawn(async move { serving.serve_tcp(tcp).await.unwrap() });
         Self {
             server,
             addr,
+            tcp_addr,
             recorder,
         }
+    }
+
+    /// The TCP URL of the Rust client: `tcp://127.0.0.1:port`.
+    pub fn tcp_url(&self) -> String {
+        format!("tcp://{}", self.tcp_addr)
+    }
+
+    /// Connects a typed client over TCP speaking `codec` and waits until
+    /// the server has run `on_connect` for it.
+    pub async fn tcp_client_with(&self, codec: CodecKind) -> (TestClient, ConnId) {
+        let before = self.recorder.conns().len();
+        let client = self.tcp_connect_with(codec).await;
+        (client, self.connected(before).await)
+    }
+
+    /// Connects a typed JSON client over TCP and waits until the server has
+    /// run `on_connect` for it.
+    pub async fn tcp_client(&self) -> (TestClient, ConnId) {
+        self.tcp_client_with(CodecKind::Json).await
+    }
+
+    /// Connects a typed client over TCP speaking `codec` without waiting
+    /// for `on_connect`.
+    pub async fn tcp_connect_with(&self, codec: CodecKind) -> TestClient {
+        let connecting = TestClient::builder(self.tcp_url()).codec(codec).connect();
+        tokio::time::timeout(WAIT, connecting)
+            .await
+            .expect("connect timed out")
+            .expect("connect failed")
+    }
+
+    /// Opens a raw TCP connection that has done the JSON handshake and
+    /// waits until the server has run `on_connect` for it.
+    pub async fn raw_tcp_client(&self) -> (RawTcp, ConnId) {
+        let before = self.recorder.conns().len();
+        let client = RawTcp::open(self.tcp_addr, "liweb.json").await;
+        (client, self.connected(before).await)
     }
 
     /// The WebSocket URL.
@@ -1043,5 +1087,151 @@ pub async fn eventually<T: std::fmt::Debug>(
     };
     if tokio::time::timeout(WAIT, polling).await.is_err() {
         panic!("timed out waiting for {what}: {:?}", state());
+    }
+}
+
+/// One frame of the TCP transport, as [`RawTcp`] reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TcpFrame {
+    /// `HELLO` (kind 1) with its codec name.
+    Hello(String),
+    /// `MESSAGE` (kind 2) with its bytes.
+    Message(Vec<u8>),
+    /// `PING` (kind 3).
+    Ping,
+    /// `PONG` (kind 4).
+    Pong,
+    /// `CLOSE` (kind 5) with its code and reason.
+    Close(u16, String),
+    /// Any other kind, with its body.
+    Other(u8, Vec<u8>),
+}
+
+/// A TCP client that reads and writes the transport's frames by hand: for
+/// the handshake, heartbeat and close frames, and for broken input.
+#[derive(Debug)]
+pub struct RawTcp {
+    stream: tokio::net::TcpStream,
+}
+
+impl RawTcp {
+    /// Opens a TCP connection without any handshake.
+    pub async fn connect(addr: SocketAddr) -> Self {
+        let stream = tokio::time::timeout(WAIT, tokio::net::TcpStream::connect(addr))
+            .await
+            .expect("connect timed out")
+            .expect("connect failed");
+        Self { stream }
+    }
+
+    /// Opens a TCP connection, sends `HELLO` with `codec` and checks that
+    /// the server answers `HELLO` with the same name.
+    pub async fn open(addr: SocketAddr, codec: &str) -> Self {
+        let mut client = Self::connect(addr).await;
+        client.send_frame(1, codec.as_bytes()).await;
+        assert_eq!(
+            client.next_frame().await,
+            Some(TcpFrame::Hello(codec.to_owned()))
+        );
+        client
+    }
+
+    /// Writes bytes as they are.
+    pub async fn send_bytes(&mut self, bytes: &[u8]) {
+        use tokio::io::AsyncWriteExt;
+        tokio::time::timeout(WAIT, self.stream.write_all(bytes))
+            .await
+            .expect("send timed out")
+            .expect("send failed");
+    }
+
+    /// Writes one frame: the length, the kind, the body.
+    pub async fn send_frame(&mut self, kind: u8, body: &[u8]) {
+        let len = u32::try_from(body.len() + 1).unwrap();
+        let mut frame = len.to_be_bytes().to_vec();
+        frame.push(kind);
+        frame.extend_from_slice(body);
+        self.send_bytes(&frame).await;
+    }
+
+    /// Sends `{"event": event, "payload": payload}` as a `MESSAGE`.
+    pub async fn emit(&mut self, event: &str, payload: Value) {
+        let frame = serde_json::json!({ "event": event, "payload": payload });
+        self.send_frame(2, frame.to_string().as_bytes()).await;
+    }
+
+    /// Sends a request: `{"event": event, "payload": payload, "ack": ack}`.
+    pub async fn request(&mut self, event: &str, payload: Value, ack: u64) {
+        let frame = serde_json::json!({ "event": event, "payload": payload, "ack": ack });
+        self.send_frame(2, frame.to_string().as_bytes()).await;
+    }
+
+    /// Shuts the writing direction down: the server reads the end of the stream.
+    pub async fn shutdown_write(&mut self) {
+        use tokio::io::AsyncWriteExt;
+        let _ = tokio::time::timeout(WAIT, self.stream.shutdown()).await;
+    }
+
+    /// The next frame; `None` at the end of the stream (or when it broke).
+    pub async fn next_frame(&mut self) -> Option<TcpFrame> {
+        use tokio::io::AsyncReadExt;
+        tokio::time::timeout(WAIT, async {
+            let mut len = [0; 4];
+            self.stream.read_exact(&mut len).await.ok()?;
+            let mut body = vec![0; u32::from_be_bytes(len) as usize];
+            self.stream.read_exact(&mut body).await.ok()?;
+            let (&kind, rest) = body.split_first()?;
+            Some(match kind {
+                1 => TcpFrame::Hello(String::from_utf8_lossy(rest).into_owned()),
+                2 => TcpFrame::Message(rest.to_vec()),
+                3 => TcpFrame::Ping,
+                4 => TcpFrame::Pong,
+                5 if rest.len() >= 2 => TcpFrame::Close(
+                    u16::from_be_bytes([rest[0], rest[1]]),
+                    String::from_utf8_lossy(&rest[2..]).into_owned(),
+                ),
+                other => TcpFrame::Other(other, rest.to_vec()),
+            })
+        })
+        .await
+        .expect("timed out waiting for the server")
+    }
+
+    /// The next `MESSAGE`, parsed as JSON; pings are skipped.
+    pub async fn next(&mut self) -> Value {
+        loop {
+            match self.next_frame().await {
+                Some(TcpFrame::Message(bytes)) => {
+                    return serde_json::from_slice(&bytes).expect("the server sends JSON");
+                }
+                Some(TcpFrame::Ping) => continue,
+                other => panic!("expected a message, got {other:?}"),
+            }
+        }
+    }
+
+    /// The server's `CLOSE` code and reason, pings skipped, failing if a
+    /// message arrives first; then the end of the stream.
+    pub async fn closed(&mut self) -> (u16, String) {
+        loop {
+            match self.next_frame().await {
+                Some(TcpFrame::Close(code, reason)) => {
+                    assert_eq!(self.next_frame().await, None, "nothing after CLOSE");
+                    return (code, reason);
+                }
+                Some(TcpFrame::Ping) => continue,
+                other => panic!("expected CLOSE, got {other:?}"),
+            }
+        }
+    }
+
+    /// Sends an `echo` and waits for its answer, failing if anything else
+    /// arrives first.
+    pub async fn fence(&mut self, text: &str) {
+        self.emit("echo", Value::from(text)).await;
+        assert_eq!(
+            self.next().await,
+            serde_json::json!({ "event": "echoed", "payload": text })
+        );
     }
 }

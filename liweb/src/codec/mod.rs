@@ -312,8 +312,8 @@ impl PayloadDecoder for RawPayload<'_> {
     }
 }
 
-/// An encoded outbound message, shared by every connection it goes to.
-#[doc(hidden)]
+/// An encoded outbound message, shared by every connection it goes to:
+/// what a transport writes for [`Outbound::Frame`](crate::transport::Outbound::Frame).
 #[derive(Clone)]
 pub struct Frame {
     pub(crate) data: FrameData,
@@ -354,9 +354,8 @@ impl Frame {
         })
     }
 
-    /// The encoded bytes, owned.
-    #[cfg_attr(not(feature = "client"), allow(dead_code))]
-    pub(crate) fn into_bytes(self) -> Bytes {
+    /// The encoded bytes, owned (without copying them).
+    pub fn into_bytes(self) -> Bytes {
         match self.data {
             FrameData::Text(text) => Bytes::from(text),
             FrameData::Binary(bytes) => bytes,
@@ -374,12 +373,12 @@ impl std::fmt::Debug for Frame {
 }
 
 #[cfg(feature = "ws")]
-fn text_from_bytes(bytes: Bytes) -> Result<Text, EncodeError> {
+pub(crate) fn text_from_bytes(bytes: Bytes) -> Result<Text, EncodeError> {
     Text::try_from(bytes).map_err(EncodeError::new)
 }
 
 #[cfg(not(feature = "ws"))]
-fn text_from_bytes(bytes: Bytes) -> Result<Text, EncodeError> {
+pub(crate) fn text_from_bytes(bytes: Bytes) -> Result<Text, EncodeError> {
     String::from_utf8(bytes.to_vec()).map_err(EncodeError::new)
 }
 

@@ -1,0 +1,664 @@
+//! Conformance, section T (transports), and the messaging, heartbeat,
+//! connection and authentication behaviours over the TCP transport, on
+//! real sockets: one server value serves WebSocket and TCP clients at once.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use liweb::{
+    CloseCode, CodecKind, DisconnectReason, ErrorCode, RequestError, Transport,
+    auth::Auth,
+    client::{ClientError, Incoming},
+};
+use liweb_tests::{
+    RawTcp, Record, RoomRef, Running, TcpFrame, TestClient, TestIn, TestOut, TestUser, WAIT,
+    eventually, fence, next, next_event, test_out,
+};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::time::Instant;
+
+fn handled(running: &Running) -> Vec<Record> {
+    running
+        .recorder
+        .matching(|r| matches!(r, Record::Handled(..)))
+}
+
+async fn next_error(client: &mut TestClient) -> liweb::ErrorPayload {
+    match next(client).await {
+        Incoming::Error(error) => error,
+        other => panic!("expected an error event, got {other:?}"),
+    }
+}
+
+async fn join(client: &mut TestClient, room: &RoomRef) {
+    client.emit(TestIn::Join(room.clone())).unwrap();
+    assert_eq!(
+        next_event(client).await,
+        TestOut::JoinOutcome(liweb_tests::JoinOutcome::Added)
+    );
+}
+
+/// Conformance T1.
+#[tokio::test]
+async fn t1_one_server_serves_websocket_and_tcp_clients_in_one_room_each_in_its_codec() {
+    let running = Running::start().await;
+    let (mut ws, ws_id) = running.client_with(CodecKind::MessagePack).await;
+    let (mut tcp, tcp_id) = running.tcp_client_with(CodecKind::Bincode).await;
+    let (mut raw, raw_id) = running.raw_tcp_client().await;
+
+    assert_eq!(running.conn(ws_id).meta().transport(), Transport::WebSocket);
+    assert_eq!(running.conn(tcp_id).meta().transport(), Transport::Tcp);
+    assert_eq!(running.conn(raw_id).meta().transport(), Transport::Tcp);
+    assert_eq!(running.conn(tcp_id).meta().codec(), CodecKind::Bincode);
+    assert_eq!(running.conn(raw_id).meta().codec(), CodecKind::Json);
+    assert!(running.conn(tcp_id).meta().remote_addr().is_some());
+    assert_eq!(running.server.connection_count(), 3);
+
+    let room = RoomRef::new("mixed", "lobby");
+    join(&mut ws, &room).await;
+    join(&mut tcp, &room).await;
+    raw.emit("join", json!({ "channel": "mixed", "room": "lobby" }))
+        .await;
+    assert_eq!(
+        raw.next().await,
+        json!({ "event": "join_outcome", "payload": "added" })
+    );
+    assert_eq!(room.on(&running.server).size(), 3);
+
+    // An emit from the TCP client reaches every member, each in its codec.
+    tcp.emit(TestIn::RoomEmit {
+        room: room.clone(),
+        text: "to all".into(),
+        target: liweb_tests::Target::Everyone,
+    })
+    .unwrap();
+    assert_eq!(
+        next_event(&mut tcp).await,
+        TestOut::RoomMessage("to all".into())
+    );
+    assert_eq!(next_event(&mut tcp).await, TestOut::Sent(3));
+    assert_eq!(
+        next_event(&mut ws).await,
+        TestOut::RoomMessage("to all".into())
+    );
+    assert_eq!(
+        raw.next().await,
+        json!({ "event": "room_message", "payload": "to all" })
+    );
+
+    // And a server-side room emit too.
+    let sent = room
+        .on(&running.server)
+        .emit(TestOut::RoomMessage("from the server".into()))
+        .unwrap();
+    assert_eq!(sent, 3);
+    assert_eq!(
+        next_event(&mut ws).await,
+        TestOut::RoomMessage("from the server".into())
+    );
+    assert_eq!(
+        next_event(&mut tcp).await,
+        TestOut::RoomMessage("from the server".into())
+    );
+    assert_eq!(
+        raw.next().await,
+        json!({ "event": "room_message", "payload": "from the server" })
+    );
+}
+
+/// Starts a server with a small frame limit and two bystanders, a TCP and
+/// a WebSocket client, that must not notice anything.
+async fn start_with_bystanders() -> (Running, RawTcp, TestClient) {
+    let running = Running::start_with(|builder| builder.max_frame_size(1024)).await;
+    let (tcp, _) = running.raw_tcp_client().await;
+    let (ws, _) = running.client().await;
+    (running, tcp, ws)
+}
+
+/// Opens a raw JSON TCP connection, waits for its `on_connect`, and gives
+/// its id.
+async fn victim(running: &Running) -> (RawTcp, liweb::ConnId) {
+    running.raw_tcp_client().await
+}
+
+async fn bystanders_unaffected(running: &Running, tcp: &mut RawTcp, ws: &mut TestClient) {
+    tcp.fence("tcp bystander").await;
+    fence(ws, "ws bystander").await;
+    assert_eq!(running.server.connection_count(), 2);
+}
+
+/// Conformance T2.
+///
+/// A frame cut off by the end of the stream.
+#[tokio::test]
+async fn t2_a_truncated_frame_closes_only_that_connection() {
+    let (running, mut tcp, mut ws) = start_with_bystanders().await;
+    let (mut bad, id) = victim(&running).await;
+    // A length of 100, then only 11 bytes of the frame, then the end.
+    let mut frame = 100u32.to_be_bytes().to_vec();
+    frame.push(2);
+    frame.extend_from_slice(br#"{"event":"#);
+    bad.send_bytes(&frame).await;
+    bad.shutdown_write().await;
+
+    assert_eq!(
+        bad.closed().await,
+        (1002, "the stream ended inside a frame".to_owned())
+    );
+    assert_eq!(
+        running.recorder.disconnected(id).await,
+        DisconnectReason::ServerClosed(CloseCode::ProtocolError)
+    );
+    assert!(handled(&running).is_empty());
+    bystanders_unaffected(&running, &mut tcp, &mut ws).await;
+}
+
+/// Conformance T2.
+///
+/// A length prefix over the maximum closes the connection before the frame
+/// is read.
+#[tokio::test]
+async fn t2_a_length_over_the_maximum_closes_before_the_frame_is_read() {
+    let (running, mut tcp, mut ws) = start_with_bystanders().await;
+    let (mut bad, id) = victim(&running).await;
+    // Only the length is sent: the server must not wait for the body.
+    bad.send_bytes(&1_000_000u32.to_be_bytes()).await;
+    assert_eq!(
+        bad.closed().await,
+        (1009, "frame larger than 1024 bytes".to_owned())
+    );
+    assert_eq!(
+        running.recorder.disconnected(id).await,
+        DisconnectReason::ServerClosed(CloseCode::TooLarge)
+    );
+    // The maximum itself is fine: 1024 bytes of message, one of kind.
+    let text = "y".repeat(1024 - r#"{"event":"echo","payload":""}"#.len());
+    tcp.emit("echo", Value::from(text.clone())).await;
+    assert_eq!(
+        tcp.next().await,
+        json!({ "event": "echoed", "payload": text })
+    );
+    bystanders_unaffected(&running, &mut tcp, &mut ws).await;
+}
+
+/// Conformance T2.
+///
+/// Bytes that are not frames of the protocol.
+#[tokio::test]
+async fn t2_garbage_bytes_close_only_that_connection() {
+    let (running, mut tcp, mut ws) = start_with_bystanders().await;
+
+    // An unknown frame kind after the handshake.
+    let (mut bad, id) = victim(&running).await;
+    bad.send_bytes(&[0, 0, 0, 3, 0xff, 0xfe, 0xfd]).await;
+    assert_eq!(
+        bad.closed().await,
+        (1002, "unknown frame kind 0xff".to_owned())
+    );
+    assert_eq!(
+        running.recorder.disconnected(id).await,
+        DisconnectReason::ServerClosed(CloseCode::ProtocolError)
+    );
+
+    // A JSON message that is not UTF-8.
+    let (mut bad, id) = victim(&running).await;
+    bad.send_frame(2, &[0xc3, 0x28]).await;
+    assert_eq!(
+        bad.closed().await,
+        (1007, "message is not valid UTF-8".to_owned())
+    );
+    assert_eq!(
+        running.recorder.disconnected(id).await,
+        DisconnectReason::ServerClosed(CloseCode::BadFrame)
+    );
+
+    // An empty frame.
+    let (mut bad, _) = victim(&running).await;
+    bad.send_bytes(&[0, 0, 0, 0]).await;
+    assert_eq!(bad.closed().await, (1002, "empty frame".to_owned()));
+
+    // An HTTP request instead of a handshake: its first bytes read as a
+    // huge length.
+    let mut bad = RawTcp::connect(running.tcp_addr).await;
+    bad.send_bytes(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert_eq!(bad.closed().await, (1009, "frame too large".to_owned()));
+
+    // A message before the handshake.
+    let mut bad = RawTcp::connect(running.tcp_addr).await;
+    bad.send_frame(2, br#"{"event":"echo","payload":"x"}"#)
+        .await;
+    assert_eq!(
+        bad.closed().await,
+        (1002, "the first frame must be HELLO".to_owned())
+    );
+
+    // A codec this server does not speak.
+    let mut bad = RawTcp::connect(running.tcp_addr).await;
+    bad.send_frame(1, b"liweb.xml").await;
+    assert_eq!(
+        bad.closed().await,
+        (1003, "unsupported codec: liweb.xml".to_owned())
+    );
+
+    assert!(handled(&running).is_empty());
+    eventually(
+        "only the bystanders live",
+        || running.server.stats().live,
+        |live| *live == 2,
+    )
+    .await;
+    bystanders_unaffected(&running, &mut tcp, &mut ws).await;
+}
+
+/// Conformance T3.
+#[tokio::test]
+async fn t3_connections_are_listed_by_index_range_and_count_in_connect_order() {
+    let running = Running::start().await;
+    let mut clients = Vec::new();
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let (client, id) = if i % 2 == 0 {
+            running.client().await
+        } else {
+            running.tcp_client().await
+        };
+        clients.push(client);
+        ids.push(id);
+    }
+    let server = &running.server;
+    let listed =
+        |conns: Vec<liweb::Conn<TestOut>>| conns.iter().map(|c| c.id()).collect::<Vec<_>>();
+
+    assert_eq!(server.connection_count(), 5);
+    for (i, id) in ids.iter().enumerate() {
+        assert_eq!(server.connection_at(i).map(|c| c.id()), Some(*id));
+    }
+    assert!(server.connection_at(5).is_none());
+    assert_eq!(listed(server.connections()), ids);
+    assert_eq!(listed(server.connections_range(1..3)), ids[1..3]);
+    assert_eq!(listed(server.connections_range(3..)), ids[3..]);
+    assert_eq!(listed(server.connections_range(..=1)), ids[..=1]);
+    assert_eq!(listed(server.connections_range(..)), ids);
+    assert_eq!(listed(server.connections_range(4..100)), ids[4..]);
+    assert!(server.connections_range(7..9).is_empty());
+    #[allow(clippy::reversed_empty_ranges)]
+    let reversed = server.connections_range(3..1);
+    assert!(reversed.is_empty());
+
+    // The second one (TCP) leaves: the later ones move up, in order.
+    let leaving = clients.remove(1);
+    leaving.close(CloseCode::Normal, "bye").unwrap();
+    running.recorder.disconnected(ids[1]).await;
+    ids.remove(1);
+    assert_eq!(server.connection_count(), 4);
+    assert_eq!(server.connection_at(1).map(|c| c.id()), Some(ids[1]));
+    assert_eq!(listed(server.connections_range(1..3)), ids[1..3]);
+
+    // A newcomer goes last.
+    let (_newcomer, id) = running.tcp_client().await;
+    assert_eq!(server.connection_at(4).map(|c| c.id()), Some(id));
+    assert_eq!(server.connection_count(), 5);
+}
+
+/// Conformance M1 (TCP).
+#[tokio::test]
+async fn tcp_m1_a_known_event_runs_its_handlers_in_order_with_the_payload() {
+    let running = Running::start().await;
+    let (mut client, _) = running.tcp_client().await;
+    client
+        .emit(TestIn::Say {
+            text: "hi".into(),
+            tags: vec!["a".into(), "b".into()],
+        })
+        .unwrap();
+    fence(&mut client, "after say").await;
+    assert_eq!(
+        handled(&running),
+        vec![
+            Record::Handled("say_first", "hi|a,b".into()),
+            Record::Handled("say_second", "hi".into()),
+        ]
+    );
+}
+
+/// Conformance M2 (TCP).
+#[tokio::test]
+async fn tcp_m2_an_unknown_event_gets_an_error_naming_it_and_stays_open() {
+    let running = Running::start().await;
+    let (mut client, _) = running.tcp_client().await;
+    client
+        .emit_raw(r#"{"event":"no_such_event","payload":{"x":1}}"#)
+        .unwrap();
+    let error = next_error(&mut client).await;
+    assert_eq!(error.code, ErrorCode::UnknownEvent);
+    assert_eq!(error.event.as_deref(), Some("no_such_event"));
+    assert!(error.message.contains("no_such_event"), "{}", error.message);
+    fence(&mut client, "still open").await;
+    assert!(handled(&running).is_empty());
+}
+
+/// Conformance M3 (TCP).
+#[tokio::test]
+async fn tcp_m3_a_payload_of_the_wrong_shape_gets_the_field_path() {
+    let running = Running::start().await;
+    let (mut client, _) = running.raw_tcp_client().await;
+    client
+        .emit("say", json!({ "text": "hi", "tags": ["ok", 5] }))
+        .await;
+    let error = client.next().await;
+    assert_eq!(error["event"], "error");
+    assert_eq!(error["payload"]["code"], "bad_payload");
+    assert_eq!(error["payload"]["event"], "say");
+    let message = error["payload"]["message"].as_str().unwrap();
+    assert!(message.contains("tags[1]"), "{message}");
+    client.fence("still open").await;
+    assert!(handled(&running).is_empty());
+}
+
+/// Conformance M13 (TCP).
+#[tokio::test]
+async fn tcp_m13_requests_get_the_handlers_reply_or_an_error_reply() {
+    let running = Running::start().await;
+    let (client, _) = running.tcp_client_with(CodecKind::MessagePack).await;
+    let quotient: i64 = client
+        .request(TestIn::Divide { num: 7, den: 2 })
+        .timeout(WAIT)
+        .await
+        .unwrap();
+    assert_eq!(quotient, 3);
+    let failed = client
+        .request::<i64>(TestIn::Divide { num: 1, den: 0 })
+        .timeout(WAIT)
+        .await;
+    match failed {
+        Err(ClientError::Rejected(error)) => {
+            assert_eq!(error.code, ErrorCode::HandlerFailed);
+            assert_eq!(error.message, "boom");
+        }
+        other => panic!("expected an error reply, got {other:?}"),
+    }
+    // The raw form: the reply carries the request's id.
+    let (mut raw, _) = running.raw_tcp_client().await;
+    raw.request("divide", json!({ "num": 9, "den": 3 }), 41)
+        .await;
+    assert_eq!(
+        raw.next().await,
+        json!({ "event": "__ack", "ack": 41, "payload": 3 })
+    );
+}
+
+/// Conformance M14 (TCP).
+#[tokio::test]
+async fn tcp_m14_a_server_request_resolves_with_the_reply_or_times_out() {
+    let running = Running::start().await;
+    let (client, id) = running.tcp_client().await;
+    client.on_request::<test_out::Question, _, _>(|question: String| format!("re: {question}"));
+    let reply: String = running
+        .conn(id)
+        .request(TestOut::Question("ready?".into()))
+        .timeout(WAIT)
+        .await
+        .unwrap();
+    assert_eq!(reply, "re: ready?");
+
+    // A client that does not answer: the request times out.
+    let (mut silent, silent_id) = running.raw_tcp_client().await;
+    let started = Instant::now();
+    let result = running
+        .conn(silent_id)
+        .request::<String>(TestOut::Question("anyone?".into()))
+        .timeout(Duration::from_millis(50))
+        .await;
+    assert!(
+        matches!(result, Err(RequestError::Timeout(_))),
+        "{result:?}"
+    );
+    assert!(started.elapsed() >= Duration::from_millis(50));
+    let asked = silent.next().await;
+    assert_eq!(asked["event"], "question");
+    assert_eq!(asked["payload"], "anyone?");
+    assert!(asked["ack"].is_u64());
+}
+
+/// Conformance H1 (TCP).
+///
+/// `PING` frames, answered with `PONG`.
+#[tokio::test]
+async fn tcp_h1_a_client_answering_ping_frames_stays_connected_past_the_timeout() {
+    const INTERVAL: Duration = Duration::from_millis(20);
+    const TIMEOUT: Duration = Duration::from_millis(40);
+    let running = Running::start_with(|builder| builder.heartbeat(INTERVAL, TIMEOUT)).await;
+    let (mut client, id) = running.raw_tcp_client().await;
+
+    let until = Instant::now() + 10 * (INTERVAL + TIMEOUT);
+    let mut pings = 0;
+    while Instant::now() < until {
+        match tokio::time::timeout_at(until, client.next_frame()).await {
+            Ok(Some(TcpFrame::Ping)) => {
+                pings += 1;
+                client.send_frame(4, &[]).await;
+            }
+            Ok(other) => panic!("expected only pings, got {other:?}"),
+            Err(_until) => break,
+        }
+    }
+    assert!(pings >= 5, "only {pings} pings");
+    client.fence("still connected").await;
+    assert!(running.server.get(id).is_some());
+    assert_eq!(running.server.stats().ping_timeouts, 0);
+
+    // The typed client answers pings by itself.
+    drop(client);
+    running.recorder.disconnected(id).await;
+    let (mut typed, typed_id) = running.tcp_client().await;
+    tokio::time::sleep(5 * (INTERVAL + TIMEOUT)).await;
+    fence(&mut typed, "typed still connected").await;
+    assert!(running.server.get(typed_id).is_some());
+    assert_eq!(running.server.stats().ping_timeouts, 0);
+}
+
+/// Conformance H2 (TCP).
+#[tokio::test]
+async fn tcp_h2_a_client_that_stops_answering_pings_is_closed_with_4006() {
+    const INTERVAL: Duration = Duration::from_millis(20);
+    const TIMEOUT: Duration = Duration::from_millis(40);
+    let running = Running::start_with(|builder| builder.heartbeat(INTERVAL, TIMEOUT)).await;
+    let connecting = Instant::now();
+    let (mut client, id) = running.raw_tcp_client().await;
+    assert_eq!(
+        running.recorder.disconnected(id).await,
+        DisconnectReason::ServerClosed(CloseCode::PingTimeout)
+    );
+    assert!(connecting.elapsed() >= INTERVAL + TIMEOUT);
+    assert_eq!(running.server.stats().ping_timeouts, 1);
+    assert_eq!(running.server.connection_count(), 0);
+    // What the client finds: pings, at most the ping-timeout close (the
+    // server does not wait to write it to a peer that stopped answering),
+    // then the end.
+    let mut pings = 0;
+    loop {
+        match client.next_frame().await {
+            Some(TcpFrame::Ping) => pings += 1,
+            Some(TcpFrame::Close(code, reason)) => {
+                assert_eq!((code, reason.as_str()), (4006, "ping timeout"));
+                assert_eq!(client.next_frame().await, None);
+                break;
+            }
+            None => break,
+            other => panic!("unexpected {other:?} after {pings} pings"),
+        }
+    }
+    assert!(pings >= 1);
+}
+
+/// Conformance C2 (TCP).
+#[tokio::test]
+async fn tcp_c2_close_fires_on_disconnect_once_and_leaves_no_trace() {
+    let running = Running::start().await;
+    let (mut client, id) = running.tcp_client().await;
+    let room = RoomRef::new("c2", "room");
+    join(&mut client, &room).await;
+    assert_eq!(running.conn(id).room_count(), 1);
+
+    client.close(CloseCode::Normal, "bye").unwrap();
+    assert!(matches!(next(&mut client).await, Incoming::Closed(_)));
+    assert_eq!(
+        running.recorder.disconnected(id).await,
+        DisconnectReason::ClientClosed(Some((CloseCode::Normal, "bye".to_owned())))
+    );
+    let disconnects = running
+        .recorder
+        .matching(|r| matches!(r, Record::Disconnected(..)));
+    assert_eq!(disconnects.len(), 1);
+    assert_eq!(running.server.connection_count(), 0);
+    assert!(running.server.get(id).is_none());
+    assert_eq!(running.conn(id).room_count(), 0);
+    assert_eq!(room.on(&running.server).size(), 0);
+    eventually(
+        "no live connection",
+        || running.server.stats().live,
+        |live| *live == 0,
+    )
+    .await;
+
+    // A peer that just goes away is a transport end, reported once too.
+    let (raw, raw_id) = running.raw_tcp_client().await;
+    drop(raw);
+    assert!(matches!(
+        running.recorder.disconnected(raw_id).await,
+        DisconnectReason::TransportError(_)
+    ));
+    eventually(
+        "no live connection",
+        || running.server.stats().live,
+        |live| *live == 0,
+    )
+    .await;
+}
+
+#[derive(Deserialize)]
+struct Login {
+    name: String,
+    password: String,
+}
+
+fn credentials(calls: &Arc<AtomicUsize>) -> Auth<TestUser> {
+    let calls = Arc::clone(calls);
+    Auth::credentials(move |login: Login, _meta| {
+        calls.fetch_add(1, Ordering::SeqCst);
+        async move {
+            if login.password == "pw" {
+                Ok(TestUser {
+                    admin: login.name == "root",
+                    name: login.name,
+                })
+            } else {
+                Err("wrong password")
+            }
+        }
+    })
+}
+
+/// Conformance A1 (TCP).
+#[tokio::test]
+async fn tcp_a1_valid_credentials_get_the_user_then_on_connect() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let running = Running::start_with(|builder| builder.auth(credentials(&calls))).await;
+    let mut client = running.tcp_connect_with(CodecKind::Json).await;
+    assert!(running.recorder.conns().is_empty(), "not before auth");
+    let user: TestUser = client
+        .authenticate(&json!({ "name": "root", "password": "pw" }))
+        .await
+        .unwrap();
+    let root = TestUser {
+        name: "root".into(),
+        admin: true,
+    };
+    assert_eq!(user, root);
+    let records = running
+        .recorder
+        .wait_until("on_connect", |records| {
+            records.iter().any(|r| matches!(r, Record::Connected(_)))
+        })
+        .await;
+    let id = running.recorder.conns()[0].id();
+    assert_eq!(records, vec![Record::Connected(id)]);
+    client.emit(TestIn::WhoAmI).unwrap();
+    assert_eq!(
+        next_event(&mut client).await,
+        TestOut::You(Some(root.clone()))
+    );
+    assert_eq!(running.conn(id).user::<TestUser>(), Some(root));
+    assert_eq!(running.server.connection_count(), 1);
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+}
+
+/// Conformance A2 (TCP).
+#[tokio::test]
+async fn tcp_a2_invalid_credentials_get_auth_error_and_close_4001() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let running = Running::start_with(|builder| builder.auth(credentials(&calls))).await;
+    let mut client = running.tcp_connect_with(CodecKind::MessagePack).await;
+    let refused = client
+        .authenticate::<TestUser>(&json!({ "name": "root", "password": "guess" }))
+        .await;
+    match refused {
+        Err(ClientError::AuthRejected(reason)) => assert_eq!(reason, "invalid credentials"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    match next(&mut client).await {
+        Incoming::Closed(Some((code, reason))) => {
+            assert_eq!(code, CloseCode::AuthFailed);
+            assert_eq!(reason, "invalid credentials");
+        }
+        other => panic!("expected the close, got {other:?}"),
+    }
+    eventually(
+        "no live connection",
+        || running.server.stats(),
+        |stats| stats.live == 0 && stats.connections == 0,
+    )
+    .await;
+    assert!(running.recorder.conns().is_empty());
+    assert_eq!(running.server.stats().auth_failures, 1);
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+}
+
+/// A TCP connection is refused with a close frame during shutdown and at
+/// the connection limit, like WebSocket upgrades are with `503`.
+#[tokio::test]
+async fn tcp_refuses_new_connections_at_the_limit_and_during_shutdown() {
+    let running = Running::start_with(|builder| builder.max_connections(1)).await;
+    let (mut first, _) = running.tcp_client().await;
+    let refused = TestClient::builder(running.tcp_url()).connect().await;
+    match refused {
+        Err(ClientError::Refused(code, reason)) => {
+            assert_eq!(code.as_u16(), 1013);
+            assert_eq!(reason, "too many connections");
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert_eq!(running.server.stats().rejected_full, 1);
+    fence(&mut first, "the first is fine").await;
+
+    tokio::time::timeout(WAIT, running.server.shutdown(Duration::from_secs(1)))
+        .await
+        .expect("shutdown timed out");
+    match next(&mut first).await {
+        Incoming::Closed(Some((code, _))) => assert_eq!(code, CloseCode::GoingAway),
+        other => panic!("expected going away, got {other:?}"),
+    }
+    let mut late = RawTcp::connect(running.tcp_addr).await;
+    late.send_frame(1, b"liweb.json").await;
+    assert_eq!(
+        late.closed().await,
+        (1001, "the server is shutting down".to_owned())
+    );
+    assert_eq!(running.server.stats().rejected_shutdown, 1);
+}
