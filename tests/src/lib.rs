@@ -28,6 +28,10 @@ use tokio_tungstenite::{
     tungstenite::{self, Message, client::IntoClientRequest},
 };
 
+mod combo;
+
+pub use combo::{Combo, Link, Msg, Peer, encode};
+
 /// How long a test waits for something that should happen.
 pub const WAIT: Duration = Duration::from_secs(5);
 
@@ -911,7 +915,7 @@ impl Running {
 
     /// The id of the connection after the first `before`, once `on_connect`
     /// ran for it.
-    async fn connected(&self, before: usize) -> ConnId {
+    pub(crate) async fn connected(&self, before: usize) -> ConnId {
         let records = self
             .recorder
             .wait_until("on_connect", |records| {
