@@ -261,6 +261,17 @@ impl Peer {
         self.addr
     }
 
+    /// The client's own address: the server sees it as the remote address.
+    pub fn local_addr(&self) -> SocketAddr {
+        match &self.link {
+            PeerLink::Ws(socket) => match socket.get_ref() {
+                MaybeTlsStream::Plain(stream) => stream.local_addr().expect("a connected socket"),
+                _ => unreachable!("the tests use plain WebSocket"),
+            },
+            PeerLink::Tcp(tcp) => tcp.local_addr(),
+        }
+    }
+
     /// Sends `event` with `payload`, encoded in the peer's codec.
     pub async fn emit(&mut self, event: &str, payload: &(impl Serialize + ?Sized)) {
         let bytes = encode(self.combo.codec, event, None, payload);

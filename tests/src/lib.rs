@@ -1140,6 +1140,11 @@ impl RawTcp {
         client
     }
 
+    /// The client's own address: the server sees it as the remote address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.stream.local_addr().expect("a connected socket has an address")
+    }
+
     /// Writes bytes as they are.
     pub async fn send_bytes(&mut self, bytes: &[u8]) {
         use tokio::io::AsyncWriteExt;
