@@ -319,6 +319,8 @@ impl<In: Events, Out: Events> TcpTransport<In, Out> {
                 return;
             }
         };
+        // Every refusal below gives the connection's slot back before it
+        // lingers for the peer's close: a refused connection is not live.
         let hello = tokio::time::timeout(self.handshake_timeout, reader.next()).await;
         let codec = match hello {
             Ok(Some(Ok(WireFrame::Hello(name)))) => match codec_named(&name) {
@@ -331,6 +333,8 @@ impl<In: Events, Out: Events> TcpTransport<In, Out> {
                         .stats
                         .rejected_subprotocol
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    drop(admission);
+
                     refuse(
                         &mut reader,
                         writer,
@@ -343,6 +347,8 @@ impl<In: Events, Out: Events> TcpTransport<In, Out> {
             },
             Ok(Some(Ok(_))) => {
                 let message = "the first frame must be HELLO";
+                drop(admission);
+
                 refuse(
                     &mut reader,
                     writer,
@@ -353,6 +359,8 @@ impl<In: Events, Out: Events> TcpTransport<In, Out> {
                 return;
             }
             Ok(Some(Err(FrameError::TooLarge(_)))) => {
+                drop(admission);
+
                 refuse(
                     &mut reader,
                     writer,
@@ -363,6 +371,8 @@ impl<In: Events, Out: Events> TcpTransport<In, Out> {
                 return;
             }
             Ok(Some(Err(FrameError::Malformed(message)))) => {
+                drop(admission);
+
                 refuse(
                     &mut reader,
                     writer,
@@ -380,6 +390,8 @@ impl<In: Events, Out: Events> TcpTransport<In, Out> {
             .build();
         if let Err(rejection) = self.server.check_upgrade(&meta).await {
             let code = CloseCode::PolicyViolation.as_u16();
+            drop(admission);
+
             refuse(&mut reader, writer, code, &rejection.message).await;
             return;
         }

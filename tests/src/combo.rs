@@ -199,7 +199,7 @@ impl Running {
     /// Opens a raw [`Peer`] over `combo` without waiting for `on_connect`.
     pub async fn open_peer(&self, combo: Combo) -> Peer {
         let link = match combo.link {
-            Link::WebSocket => PeerLink::Ws(ws_upgrade(&self.url(), combo.codec).await),
+            Link::WebSocket => PeerLink::Ws(Box::new(ws_upgrade(&self.url(), combo.codec).await)),
             Link::Tcp => {
                 PeerLink::Tcp(RawTcp::open(self.tcp_addr, combo.codec.subprotocol()).await)
             }
@@ -212,25 +212,101 @@ impl Running {
     }
 }
 
-async fn ws_upgrade(
-    url: &str,
-    codec: CodecKind,
-) -> WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>> {
+/// How the server refused a connection, per transport.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// A WebSocket upgrade refused with this HTTP status.
+    Http(http::StatusCode),
+    /// A TCP handshake answered with `CLOSE`: its code and reason.
+    Close(u16, String),
+}
+
+impl Running {
+    /// The WebSocket upgrade request asking for `codec`: for tests that add
+    /// headers or change the URL before [`open_ws_peer`](Self::open_ws_peer).
+    pub fn ws_request(&self, codec: CodecKind) -> http::Request<()> {
+        ws_request(&self.url(), codec)
+    }
+
+    /// Opens a WebSocket [`Peer`] from `request` (see
+    /// [`ws_request`](Self::ws_request)); a refused upgrade gives its status.
+    pub async fn open_ws_peer(
+        &self,
+        codec: CodecKind,
+        request: http::Request<()>,
+    ) -> Result<Peer, http::StatusCode> {
+        let socket = try_ws_upgrade(request, codec).await?;
+        Ok(Peer {
+            combo: Combo::new(Link::WebSocket, codec),
+            link: PeerLink::Ws(Box::new(socket)),
+            addr: self.addr,
+        })
+    }
+
+    /// Opens a [`Peer`] over `combo`, or tells how the server refused it.
+    pub async fn try_open_peer(&self, combo: Combo) -> Result<Peer, Refusal> {
+        match combo.link {
+            Link::WebSocket => self
+                .open_ws_peer(combo.codec, self.ws_request(combo.codec))
+                .await
+                .map_err(Refusal::Http),
+            Link::Tcp => {
+                let mut tcp = RawTcp::connect(self.tcp_addr).await;
+                let name = combo.codec.subprotocol();
+                tcp.send_frame(1, name.as_bytes()).await;
+                match tcp.next_frame().await {
+                    Some(TcpFrame::Hello(echoed)) if echoed == name => Ok(Peer {
+                        combo,
+                        link: PeerLink::Tcp(tcp),
+                        addr: self.addr,
+                    }),
+                    Some(TcpFrame::Close(code, reason)) => Err(Refusal::Close(code, reason)),
+                    other => panic!("expected HELLO or CLOSE, got {other:?}"),
+                }
+            }
+        }
+    }
+}
+
+fn ws_request(url: &str, codec: CodecKind) -> http::Request<()> {
     let mut request = url.into_client_request().unwrap();
     request.headers_mut().insert(
         "sec-websocket-protocol",
         codec.subprotocol().parse().unwrap(),
     );
-    let (socket, response) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(request))
+    request
+}
+
+async fn ws_upgrade(
+    url: &str,
+    codec: CodecKind,
+) -> WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>> {
+    try_ws_upgrade(ws_request(url, codec), codec)
+        .await
+        .unwrap_or_else(|status| panic!("the upgrade was refused with {status}"))
+}
+
+async fn try_ws_upgrade(
+    request: http::Request<()>,
+    codec: CodecKind,
+) -> Result<WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>, http::StatusCode> {
+    let connecting = tokio_tungstenite::connect_async(request);
+    let (socket, response) = match tokio::time::timeout(WAIT, connecting)
         .await
         .expect("connect timed out")
-        .expect("connect failed");
+    {
+        Ok(connected) => connected,
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            return Err(response.status());
+        }
+        Err(other) => panic!("connect failed: {other}"),
+    };
     let chosen = response
         .headers()
         .get("sec-websocket-protocol")
         .map(|value| value.to_str().unwrap().to_owned());
     assert_eq!(chosen.as_deref(), Some(codec.subprotocol()));
-    socket
+    Ok(socket)
 }
 
 /// A raw client of either transport, speaking one codec: it sends
@@ -245,7 +321,7 @@ pub struct Peer {
 
 #[derive(Debug)]
 enum PeerLink {
-    Ws(WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>),
+    Ws(Box<WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>>),
     Tcp(RawTcp),
 }
 
@@ -373,7 +449,7 @@ impl Peer {
     pub async fn close(self) {
         match self.link {
             PeerLink::Ws(mut socket) => tokio::time::timeout(WAIT, async {
-                let _ = socket.close(None).await;
+                let _ = socket.as_mut().close(None).await;
                 while let Some(Ok(_)) = socket.next().await {}
             })
             .await

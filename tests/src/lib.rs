@@ -30,7 +30,7 @@ use tokio_tungstenite::{
 
 mod combo;
 
-pub use combo::{Combo, Link, Msg, Peer, encode};
+pub use combo::{Combo, Link, Msg, Peer, Refusal, encode};
 
 /// How long a test waits for something that should happen.
 pub const WAIT: Duration = Duration::from_secs(5);
@@ -1142,7 +1142,9 @@ impl RawTcp {
 
     /// The client's own address: the server sees it as the remote address.
     pub fn local_addr(&self) -> SocketAddr {
-        self.stream.local_addr().expect("a connected socket has an address")
+        self.stream
+            .local_addr()
+            .expect("a connected socket has an address")
     }
 
     /// Writes bytes as they are.

@@ -4,41 +4,11 @@
 //! codec.
 
 use liweb::{
-    BincodeCodec, Codec, CodecKind, ErrorCode, MsgPackCodec,
-    auth::Auth,
-    client::{ClientError, Incoming},
+    BincodeCodec, Codec, CodecKind, ErrorCode, MsgPackCodec, auth::Auth, client::ClientError,
 };
-use liweb_tests::{
-    Record, RoomRef, Running, Target, TestClient, TestIn, TestOut, TestUser, WAIT, fence, next,
-    next_event,
-};
+use liweb_tests::{RoomRef, Running, Target, TestIn, TestOut, TestUser, WAIT, next_event};
 use serde::{Deserialize, Serialize};
 use tokio_tungstenite::tungstenite::{self, client::IntoClientRequest};
-
-/// The next `error` event, failing on anything else.
-async fn next_error(client: &mut TestClient) -> liweb::ErrorPayload {
-    match next(client).await {
-        Incoming::Error(error) => error,
-        other => panic!("expected an error event, got {other:?}"),
-    }
-}
-
-fn handled(running: &Running) -> Vec<Record> {
-    running
-        .recorder
-        .matching(|r| matches!(r, Record::Handled(..)))
-}
-
-/// Encodes a message in `codec` from its parts, bypassing the types.
-fn encode(codec: CodecKind, event: &str, payload: &impl Serialize) -> Vec<u8> {
-    match codec {
-        CodecKind::MessagePack => MsgPackCodec::encode(event, None, payload),
-        CodecKind::Bincode => BincodeCodec::encode(event, None, payload),
-        other => panic!("not a binary codec: {other:?}"),
-    }
-    .unwrap()
-    .to_vec()
-}
 
 /// Opens a raw upgrade asking for `protocols`; the server's answer.
 async fn upgrade(
@@ -143,135 +113,6 @@ async fn an_upgrade_asking_only_for_unsupported_codecs_is_refused_with_400() {
     }
     assert_eq!(running.server.stats().rejected_subprotocol, 1);
     assert_eq!(running.server.stats().live, 0);
-}
-
-async fn valid_event_dispatches(codec: CodecKind) {
-    let running = Running::start().await;
-    let (mut client, _) = running.client_with(codec).await;
-    client
-        .emit(TestIn::Say {
-            text: "hi".into(),
-            tags: vec!["a".into(), "b".into()],
-        })
-        .unwrap();
-    fence(&mut client, "after say").await;
-    assert_eq!(
-        handled(&running),
-        vec![
-            Record::Handled("say_first", "hi|a,b".into()),
-            Record::Handled("say_second", "hi".into()),
-        ]
-    );
-    // A unit event and its answer.
-    client.emit(TestIn::Ping).unwrap();
-    assert_eq!(next_event(&mut client).await, TestOut::Pong);
-}
-
-/// Conformance M1 (MessagePack).
-#[tokio::test]
-async fn m1_msgpack_a_valid_event_dispatches() {
-    valid_event_dispatches(CodecKind::MessagePack).await;
-}
-
-/// Conformance M1 (bincode).
-#[tokio::test]
-async fn m1_bincode_a_valid_event_dispatches() {
-    valid_event_dispatches(CodecKind::Bincode).await;
-}
-
-async fn wrong_shape_gets_bad_payload(codec: CodecKind) {
-    let running = Running::start().await;
-    let (mut client, _) = running.client_with(codec).await;
-    // `say` wants `{text, tags}`; this is a string and a number.
-    client
-        .emit_raw_binary(encode(codec, "say", &("hi", 5u8)))
-        .unwrap();
-    let error = next_error(&mut client).await;
-    assert_eq!(error.code, ErrorCode::BadPayload);
-    assert_eq!(error.event.as_deref(), Some("say"));
-    assert!(
-        error.message.starts_with("invalid payload"),
-        "a reason is given: {}",
-        error.message
-    );
-    client
-        .emit_raw_binary(encode(codec, "no_such_event", &()))
-        .unwrap();
-    let error = next_error(&mut client).await;
-    assert_eq!(error.code, ErrorCode::UnknownEvent);
-    assert_eq!(error.event.as_deref(), Some("no_such_event"));
-    fence(&mut client, "still open").await;
-    assert!(handled(&running).is_empty());
-}
-
-/// Conformance M3 (MessagePack).
-#[tokio::test]
-async fn m3_msgpack_a_payload_of_the_wrong_shape_gets_bad_payload() {
-    wrong_shape_gets_bad_payload(CodecKind::MessagePack).await;
-}
-
-/// Conformance M3 (bincode).
-#[tokio::test]
-async fn m3_bincode_a_payload_of_the_wrong_shape_gets_bad_payload() {
-    wrong_shape_gets_bad_payload(CodecKind::Bincode).await;
-}
-
-#[tokio::test]
-async fn m3_msgpack_a_bad_payload_names_the_field_path() {
-    let running = Running::start().await;
-    let (mut client, _) = running.client_with(CodecKind::MessagePack).await;
-    let payload = serde_json::json!({"text": "hi", "tags": ["ok", 5]});
-    client
-        .emit_raw_binary(encode(CodecKind::MessagePack, "say", &payload))
-        .unwrap();
-    let error = next_error(&mut client).await;
-    assert_eq!(error.code, ErrorCode::BadPayload);
-    assert!(error.message.contains("tags[1]"), "{}", error.message);
-    fence(&mut client, "still open").await;
-}
-
-async fn garbage_gets_bad_frame(codec: CodecKind) {
-    let running = Running::start().await;
-    let (mut client, _) = running.client_with(codec).await;
-    for garbage in [
-        vec![],
-        vec![0xc1],
-        vec![0xff; 64],
-        vec![0xdf, 0xff, 0xff, 0xff, 0xff],
-        vec![0xfd, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f, 1, 2],
-        b"{\"event\":\"echo\",\"payload\":\"json\"}".to_vec(),
-    ] {
-        client.emit_raw_binary(garbage.clone()).unwrap();
-        let error = next_error(&mut client).await;
-        assert_eq!(error.code, ErrorCode::BadFrame, "for {garbage:?}");
-        assert_eq!(error.event, None);
-    }
-    // A text frame on a binary connection, as a binary frame on a JSON one.
-    client
-        .emit_raw(r#"{"event":"echo","payload":"text"}"#)
-        .unwrap();
-    let error = next_error(&mut client).await;
-    assert_eq!(error.code, ErrorCode::UnsupportedFrame);
-    fence(&mut client, "still open").await;
-    assert!(handled(&running).is_empty());
-    assert!(
-        running
-            .recorder
-            .matching(|r| matches!(r, Record::Error { .. }))
-            .is_empty()
-    );
-}
-
-/// Conformance M4 (MessagePack).
-#[tokio::test]
-async fn m4_msgpack_garbage_bytes_get_bad_frame() {
-    garbage_gets_bad_frame(CodecKind::MessagePack).await;
-}
-
-/// Conformance M4 (bincode).
-#[tokio::test]
-async fn m4_bincode_garbage_bytes_get_bad_frame() {
-    garbage_gets_bad_frame(CodecKind::Bincode).await;
 }
 
 async fn requests_get_replies_with_their_id(codec: CodecKind) {

@@ -1,14 +1,24 @@
 //! The life of connections and events around the handlers, over real
-//! WebSocket sockets: the upgrade hook (C9), graceful shutdown (C8),
-//! middleware and its error policies, and handler guards.
+//! sockets: the upgrade hook (C9) and graceful shutdown (C8) on every
+//! transport × codec combination, middleware and its error policies, and
+//! handler guards.
 
-use std::{convert::Infallible, time::Duration};
+use std::{
+    convert::Infallible,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
 
 use liweb::{
     CloseCode, DisconnectReason, UpgradeRejection,
     middleware::{Envelope, ErrorPolicy, MiddlewareOptions, Next},
 };
-use liweb_tests::{Record, Recorder, Running, TestIn, TestOut, WAIT, connect};
+use liweb_tests::{
+    Link, Record, Recorder, Refusal, Running, TestIn, TestOut, WAIT, conformance, connect,
+};
 use serde_json::json;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
@@ -27,7 +37,8 @@ fn disconnects(running: &Running) -> Vec<Record> {
         .matching(|r| matches!(r, Record::Disconnected(..)))
 }
 
-/// Conformance C9.
+/// Conformance C9: the hook reads the upgrade request's headers, which
+/// only WebSocket has; the next test covers every transport.
 #[tokio::test]
 async fn c9_an_upgrade_hook_refusal_is_an_http_error_and_no_connection() {
     let running = Running::start_with(|builder| {
@@ -70,102 +81,135 @@ async fn c9_an_upgrade_hook_refusal_is_an_http_error_and_no_connection() {
     assert!(matches!(records[0], Record::Connected(_)));
 }
 
-/// Conformance C9.
-#[tokio::test]
-async fn c9_a_panicking_upgrade_hook_is_a_500_and_the_server_goes_on() {
-    let running = Running::start_with(|builder| {
-        builder.on_upgrade(|meta: liweb::ConnMeta| async move {
-            if meta.query_param("boom").is_some() {
-                panic!("the upgrade hook panicked on purpose");
+/// An upgrade hook that refuses the first attempt, panics on the second and
+/// admits the rest.
+fn refuse_then_panic_then_admit(
+    builder: liweb::ServerBuilder<In, Out>,
+) -> liweb::ServerBuilder<In, Out> {
+    let attempts = Arc::new(AtomicUsize::new(0));
+    builder.on_upgrade(move |_meta: liweb::ConnMeta| {
+        let attempt = attempts.fetch_add(1, Ordering::SeqCst);
+        async move {
+            match attempt {
+                0 => Err(UpgradeRejection::new(
+                    http::StatusCode::FORBIDDEN,
+                    "wrong key",
+                )),
+                1 => panic!("the upgrade hook panicked on purpose"),
+                _ => Ok(()),
             }
-            Ok(())
-        })
+        }
     })
-    .await;
-    assert_eq!(
-        connect(format!("{}?boom", running.url())).await.err(),
-        Some(http::StatusCode::INTERNAL_SERVER_ERROR)
-    );
-    let (mut client, _) = running.raw_client().await;
-    client.fence("still serving").await;
 }
 
-/// Conformance C8.
-#[tokio::test]
-async fn c8_shutdown_sends_going_away_refuses_upgrades_and_fires_each_hook_once() {
-    let running = Running::start().await;
-    let (mut first, first_id) = running.raw_client().await;
-    let (mut second, second_id) = running.raw_client().await;
+conformance! {
+    /// Conformance C9: a refusal is an HTTP error on WebSocket and a
+    /// `CLOSE` 1008 with the hook's message on TCP; a panicking hook is a
+    /// refusal too (500 on WebSocket) and the server goes on.
+    async fn c9_an_upgrade_hook_refusal_or_panic_refuses_and_no_connection_is_created(combo) {
+        let running = Running::start_with(refuse_then_panic_then_admit).await;
+        let refused = running.try_open_peer(combo).await.err();
+        let panicked = running.try_open_peer(combo).await.err();
+        match combo.link {
+            Link::WebSocket => {
+                assert_eq!(refused, Some(Refusal::Http(http::StatusCode::FORBIDDEN)));
+                assert_eq!(
+                    panicked,
+                    Some(Refusal::Http(http::StatusCode::INTERNAL_SERVER_ERROR))
+                );
+            }
+            Link::Tcp => {
+                assert_eq!(refused, Some(Refusal::Close(1008, "wrong key".to_owned())));
+                assert!(
+                    matches!(panicked, Some(Refusal::Close(1008, _))),
+                    "{panicked:?}"
+                );
+            }
+        }
+        let stats = running.server.stats();
+        assert_eq!((stats.rejected_upgrade, stats.live), (2, 0));
+        assert!(running.recorder.records().is_empty(), "no hook fired");
 
-    let server = running.server.clone();
-    let shutting_down = tokio::spawn(async move { server.shutdown(WAIT).await });
-    assert_eq!(
-        first.closed().await,
-        (1001, "server shutting down".to_owned())
-    );
-    assert_eq!(
-        second.closed().await,
-        (1001, "server shutting down".to_owned())
-    );
-    assert!(running.server.is_shutting_down());
-    assert_eq!(
-        connect(running.url()).await.err(),
-        Some(http::StatusCode::SERVICE_UNAVAILABLE)
-    );
-    first.close().await;
-    second.close().await;
-    tokio::time::timeout(WAIT, shutting_down)
-        .await
-        .expect("shutdown returns once every connection is gone")
-        .unwrap();
+        let (mut peer, id) = running.peer_on(combo).await;
+        peer.fence("admitted").await;
+        assert_eq!(running.recorder.records(), vec![Record::Connected(id)]);
+    }
 
-    assert_eq!(running.server.stats().live, 0);
-    assert_eq!(running.server.connection_count(), 0);
-    let mut ended = disconnects(&running);
-    ended.sort_by_key(|r| match r {
-        Record::Disconnected(id, _) => u8::from(*id != first_id),
-        _ => unreachable!(),
-    });
-    let going_away = DisconnectReason::ServerClosed(CloseCode::GoingAway);
-    assert_eq!(
-        ended,
-        vec![
-            Record::Disconnected(first_id, going_away.clone()),
-            Record::Disconnected(second_id, going_away),
-        ]
-    );
-    let stats = running.server.stats();
-    assert_eq!(stats.rejected_shutdown, 1);
-    assert_eq!(
-        running
-            .recorder
-            .matching(|r| matches!(r, Record::Connected(_)))
-            .len(),
-        2,
-        "the refused upgrade fired no hook"
-    );
-}
+    /// Conformance C8.
+    async fn c8_shutdown_sends_going_away_refuses_new_connections_and_fires_each_hook_once(combo) {
+        let running = Running::start().await;
+        let (mut first, first_id) = running.peer_on(combo).await;
+        let (mut second, second_id) = running.peer_on(combo).await;
 
-/// Conformance C8.
-#[tokio::test]
-async fn c8_shutdown_ends_a_connection_that_does_not_answer_by_the_deadline() {
-    const DEADLINE: Duration = Duration::from_millis(100);
-    let running = Running::start().await;
-    // This client never reads, so it never answers the close.
-    let (_silent, id) = running.raw_client().await;
-    let started = tokio::time::Instant::now();
-    tokio::time::timeout(WAIT, running.server.shutdown(DEADLINE))
-        .await
-        .expect("shutdown is bounded by its deadline");
-    assert!(started.elapsed() >= DEADLINE);
-    assert_eq!(running.server.stats().live, 0);
-    assert_eq!(
-        disconnects(&running),
-        vec![Record::Disconnected(
-            id,
-            DisconnectReason::ServerClosed(CloseCode::GoingAway)
-        )]
-    );
+        let server = running.server.clone();
+        let shutting_down = tokio::spawn(async move { server.shutdown(WAIT).await });
+        for peer in [&mut first, &mut second] {
+            let (code, reason) = peer.closed().await;
+            assert_eq!(code, 1001);
+            assert!(reason.contains("shutting down"), "{reason}");
+        }
+        assert!(running.server.is_shutting_down());
+        match (combo.link, running.try_open_peer(combo).await.err()) {
+            (Link::WebSocket, Some(Refusal::Http(status))) => {
+                assert_eq!(status, http::StatusCode::SERVICE_UNAVAILABLE);
+            }
+            (Link::Tcp, Some(Refusal::Close(code, _))) => assert_eq!(code, 1001),
+            (_, other) => panic!("expected a refusal, got {other:?}"),
+        }
+        first.close().await;
+        second.close().await;
+        tokio::time::timeout(WAIT, shutting_down)
+            .await
+            .expect("shutdown returns once every connection is gone")
+            .unwrap();
+
+        assert_eq!(running.server.stats().live, 0);
+        assert_eq!(running.server.connection_count(), 0);
+        let mut ended = disconnects(&running);
+        ended.sort_by_key(|r| match r {
+            Record::Disconnected(id, _) => u8::from(*id != first_id),
+            _ => unreachable!(),
+        });
+        let going_away = DisconnectReason::ServerClosed(CloseCode::GoingAway);
+        assert_eq!(
+            ended,
+            vec![
+                Record::Disconnected(first_id, going_away.clone()),
+                Record::Disconnected(second_id, going_away),
+            ]
+        );
+        let stats = running.server.stats();
+        assert_eq!(stats.rejected_shutdown, 1);
+        assert_eq!(
+            running
+                .recorder
+                .matching(|r| matches!(r, Record::Connected(_)))
+                .len(),
+            2,
+            "the refused connection fired no hook"
+        );
+    }
+
+    /// Conformance C8.
+    async fn c8_shutdown_ends_a_connection_that_does_not_answer_by_the_deadline(combo) {
+        const DEADLINE: Duration = Duration::from_millis(100);
+        let running = Running::start().await;
+        // This peer never reads, so it never answers the close.
+        let (_silent, id) = running.peer_on(combo).await;
+        let started = tokio::time::Instant::now();
+        tokio::time::timeout(WAIT, running.server.shutdown(DEADLINE))
+            .await
+            .expect("shutdown is bounded by its deadline");
+        assert!(started.elapsed() >= DEADLINE);
+        assert_eq!(running.server.stats().live, 0);
+        assert_eq!(
+            disconnects(&running),
+            vec![Record::Disconnected(
+                id,
+                DisconnectReason::ServerClosed(CloseCode::GoingAway)
+            )]
+        );
+    }
 }
 
 /// A middleware step that records around the rest of the chain.

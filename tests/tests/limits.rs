@@ -1,4 +1,5 @@
-//! Limits, over real WebSocket sockets: the origin allow-list (C3, C4),
+//! Limits, over real sockets: the origin allow-list (C3, C4, per
+//! transport × codec),
 //! the connection limit, the rate limit, and the outbound queue limit of a
 //! client that never reads (L1).
 
@@ -12,9 +13,9 @@ use std::{
 
 use futures_util::{SinkExt, StreamExt};
 use liweb::{CloseCode, DisconnectReason};
-use liweb_tests::{Record, Running, WAIT, connect, eventually};
+use liweb_tests::{Record, Running, WAIT, conformance, connect, eventually};
 use serde_json::json;
-use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest};
+use tokio_tungstenite::tungstenite::Message;
 
 fn connects(running: &Running) -> usize {
     running
@@ -23,50 +24,55 @@ fn connects(running: &Running) -> usize {
         .len()
 }
 
-/// Conformance C3.
-#[tokio::test]
-async fn c3_an_origin_not_on_the_allow_list_is_refused_with_403_and_no_hook() {
-    let running = Running::start_with(|builder| {
-        builder.allowed_origins(["http://a.example", "https://b.example"])
-    })
-    .await;
-    for origin in [
-        "http://evil.example",
-        "http://a.example:8080",
-        "https://a.example",
-        "null",
-    ] {
-        let mut request = running.url().into_client_request().unwrap();
+conformance! {
+    /// Conformance C3: origins are an HTTP matter, so WebSocket only.
+    on [ws_json, ws_msgpack, ws_bincode]
+    async fn c3_an_origin_not_on_the_allow_list_is_refused_with_403_and_no_hook(combo) {
+        let running = Running::start_with(|builder| {
+            builder.allowed_origins(["http://a.example", "https://b.example"])
+        })
+        .await;
+        for origin in [
+            "http://evil.example",
+            "http://a.example:8080",
+            "https://a.example",
+            "null",
+        ] {
+            let mut request = running.ws_request(combo.codec);
+            request
+                .headers_mut()
+                .insert(http::header::ORIGIN, origin.parse().unwrap());
+            let refused = running.open_ws_peer(combo.codec, request).await.err();
+            assert_eq!(refused, Some(http::StatusCode::FORBIDDEN), "for {origin}");
+        }
+        assert_eq!(running.server.stats().rejected_origin, 4);
+
+        // An allowed origin gets in; it is the only connection the hooks saw.
+        let mut request = running.ws_request(combo.codec);
         request
             .headers_mut()
-            .insert(http::header::ORIGIN, origin.parse().unwrap());
-        let refused = connect(request).await.err();
-        assert_eq!(refused, Some(http::StatusCode::FORBIDDEN), "for {origin}");
+            .insert(http::header::ORIGIN, "https://b.example".parse().unwrap());
+        let mut allowed = running
+            .open_ws_peer(combo.codec, request)
+            .await
+            .expect("an allowed origin");
+        allowed.fence("allowed").await;
+        assert_eq!(connects(&running), 1);
+        assert_eq!(running.server.stats().live, 1);
     }
-    assert_eq!(running.server.stats().rejected_origin, 4);
 
-    // An allowed origin gets in; it is the only connection the hooks saw.
-    let mut request = running.url().into_client_request().unwrap();
-    request
-        .headers_mut()
-        .insert(http::header::ORIGIN, "https://b.example".parse().unwrap());
-    let mut allowed = connect(request).await.expect("an allowed origin");
-    allowed.fence("allowed").await;
-    assert_eq!(connects(&running), 1);
-    assert_eq!(running.server.stats().live, 1);
-}
-
-/// Conformance C4.
-#[tokio::test]
-async fn c4_no_origin_header_is_accepted_with_an_allow_list() {
-    let running =
-        Running::start_with(|builder| builder.allowed_origins(["http://a.example"])).await;
-    let request = running.url().into_client_request().unwrap();
-    assert!(request.headers().get(http::header::ORIGIN).is_none());
-    let (mut client, id) = running.raw_client().await;
-    client.fence("no origin").await;
-    assert!(running.server.get(id).is_some());
-    assert_eq!(running.server.stats().rejected_origin, 0);
+    /// Conformance C4: a client without an Origin header (every TCP client,
+    /// and non-browser WebSocket clients) is accepted with an allow-list set.
+    async fn c4_no_origin_header_is_accepted_with_an_allow_list(combo) {
+        let running =
+            Running::start_with(|builder| builder.allowed_origins(["http://a.example"])).await;
+        let request = running.ws_request(combo.codec);
+        assert!(request.headers().get(http::header::ORIGIN).is_none());
+        let (mut peer, id) = running.peer_on(combo).await;
+        peer.fence("no origin").await;
+        assert!(running.server.get(id).is_some());
+        assert_eq!(running.server.stats().rejected_origin, 0);
+    }
 }
 
 /// The connection limit: the upgrade over it gets 503, and a place freed

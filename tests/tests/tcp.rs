@@ -29,13 +29,6 @@ fn handled(running: &Running) -> Vec<Record> {
         .matching(|r| matches!(r, Record::Handled(..)))
 }
 
-async fn next_error(client: &mut TestClient) -> liweb::ErrorPayload {
-    match next(client).await {
-        Incoming::Error(error) => error,
-        other => panic!("expected an error event, got {other:?}"),
-    }
-}
-
 async fn join(client: &mut TestClient, room: &RoomRef) {
     client.emit(TestIn::Join(room.clone())).unwrap();
     assert_eq!(
@@ -306,61 +299,6 @@ async fn t3_connections_are_listed_by_index_range_and_count_in_connect_order() {
     assert_eq!(server.connection_count(), 5);
 }
 
-/// Conformance M1 (TCP).
-#[tokio::test]
-async fn tcp_m1_a_known_event_runs_its_handlers_in_order_with_the_payload() {
-    let running = Running::start().await;
-    let (mut client, _) = running.tcp_client().await;
-    client
-        .emit(TestIn::Say {
-            text: "hi".into(),
-            tags: vec!["a".into(), "b".into()],
-        })
-        .unwrap();
-    fence(&mut client, "after say").await;
-    assert_eq!(
-        handled(&running),
-        vec![
-            Record::Handled("say_first", "hi|a,b".into()),
-            Record::Handled("say_second", "hi".into()),
-        ]
-    );
-}
-
-/// Conformance M2 (TCP).
-#[tokio::test]
-async fn tcp_m2_an_unknown_event_gets_an_error_naming_it_and_stays_open() {
-    let running = Running::start().await;
-    let (mut client, _) = running.tcp_client().await;
-    client
-        .emit_raw(r#"{"event":"no_such_event","payload":{"x":1}}"#)
-        .unwrap();
-    let error = next_error(&mut client).await;
-    assert_eq!(error.code, ErrorCode::UnknownEvent);
-    assert_eq!(error.event.as_deref(), Some("no_such_event"));
-    assert!(error.message.contains("no_such_event"), "{}", error.message);
-    fence(&mut client, "still open").await;
-    assert!(handled(&running).is_empty());
-}
-
-/// Conformance M3 (TCP).
-#[tokio::test]
-async fn tcp_m3_a_payload_of_the_wrong_shape_gets_the_field_path() {
-    let running = Running::start().await;
-    let (mut client, _) = running.raw_tcp_client().await;
-    client
-        .emit("say", json!({ "text": "hi", "tags": ["ok", 5] }))
-        .await;
-    let error = client.next().await;
-    assert_eq!(error["event"], "error");
-    assert_eq!(error["payload"]["code"], "bad_payload");
-    assert_eq!(error["payload"]["event"], "say");
-    let message = error["payload"]["message"].as_str().unwrap();
-    assert!(message.contains("tags[1]"), "{message}");
-    client.fence("still open").await;
-    assert!(handled(&running).is_empty());
-}
-
 /// Conformance M13 (TCP).
 #[tokio::test]
 async fn tcp_m13_requests_get_the_handlers_reply_or_an_error_reply() {
@@ -495,51 +433,6 @@ async fn tcp_h2_a_client_that_stops_answering_pings_is_closed_with_4006() {
         }
     }
     assert!(pings >= 1);
-}
-
-/// Conformance C2 (TCP).
-#[tokio::test]
-async fn tcp_c2_close_fires_on_disconnect_once_and_leaves_no_trace() {
-    let running = Running::start().await;
-    let (mut client, id) = running.tcp_client().await;
-    let room = RoomRef::new("c2", "room");
-    join(&mut client, &room).await;
-    assert_eq!(running.conn(id).room_count(), 1);
-
-    client.close(CloseCode::Normal, "bye").unwrap();
-    assert!(matches!(next(&mut client).await, Incoming::Closed(_)));
-    assert_eq!(
-        running.recorder.disconnected(id).await,
-        DisconnectReason::ClientClosed(Some((CloseCode::Normal, "bye".to_owned())))
-    );
-    let disconnects = running
-        .recorder
-        .matching(|r| matches!(r, Record::Disconnected(..)));
-    assert_eq!(disconnects.len(), 1);
-    assert_eq!(running.server.connection_count(), 0);
-    assert!(running.server.get(id).is_none());
-    assert_eq!(running.conn(id).room_count(), 0);
-    assert_eq!(room.on(&running.server).size(), 0);
-    eventually(
-        "no live connection",
-        || running.server.stats().live,
-        |live| *live == 0,
-    )
-    .await;
-
-    // A peer that just goes away is a transport end, reported once too.
-    let (raw, raw_id) = running.raw_tcp_client().await;
-    drop(raw);
-    assert!(matches!(
-        running.recorder.disconnected(raw_id).await,
-        DisconnectReason::TransportError(_)
-    ));
-    eventually(
-        "no live connection",
-        || running.server.stats().live,
-        |live| *live == 0,
-    )
-    .await;
 }
 
 #[derive(Deserialize)]
