@@ -244,6 +244,10 @@ pub struct Peer {
 }
 
 #[derive(Debug)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "a test holds a few peers at most; boxing would buy nothing"
+)]
 enum PeerLink {
     Ws(WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>),
     Tcp(RawTcp),
