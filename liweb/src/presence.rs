@@ -94,11 +94,14 @@ impl fmt::Display for PresenceKey {
 }
 
 // By hand rather than `#[serde(untagged)]` because serde only implements
-// `Serialize` for `Arc<str>` behind its `rc` feature.
+// `Serialize` for `Arc<str>` behind its `rc` feature. A connection's key is
+// written as its string form, not through `ConnId`'s `Serialize`: binary
+// formats would get the UUID's 16 bytes, and a client could not read a
+// field that is sometimes a string and sometimes bytes.
 impl Serialize for PresenceKey {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         match self {
-            Self::Conn(conn) => conn.serialize(serializer),
+            Self::Conn(conn) => serializer.collect_str(conn),
             Self::User(user) => serializer.serialize_str(user),
         }
     }

@@ -179,22 +179,40 @@ impl<Out: Events> RoomInner<Out> {
     }
 
     /// Queues one encoded message for every member `keep` accepts.
+    ///
+    /// A codec that cannot encode the message (bincode and a
+    /// `#[serde(flatten)]` payload, say) fails for its own members only: the
+    /// members speaking other codecs still get it, then the first error is
+    /// returned.
     fn send(
         &self,
         frames: &mut EncodeOnce<impl FnMut(crate::CodecKind) -> Result<Frame, EncodeError>>,
         keep: impl Fn(ConnId) -> bool,
     ) -> Result<usize, EncodeError> {
         let mut sent = 0;
+        let mut failed = [false; crate::CodecKind::COUNT];
+        let mut first_error = None;
         for (id, Member { conn, .. }) in self.members().iter() {
-            if keep(*id)
-                && conn
-                    .send_encoded(frames.get(conn.meta().codec())?.clone())
-                    .is_ok()
-            {
-                sent += 1;
+            let codec = conn.meta().codec();
+            if !keep(*id) || failed[codec.slot()] {
+                continue;
+            }
+            match frames.get(codec) {
+                Ok(frame) => {
+                    if conn.send_encoded(frame.clone()).is_ok() {
+                        sent += 1;
+                    }
+                }
+                Err(err) => {
+                    failed[codec.slot()] = true;
+                    first_error.get_or_insert(err);
+                }
             }
         }
-        Ok(sent)
+        match first_error {
+            Some(err) => Err(err),
+            None => Ok(sent),
+        }
     }
 
     /// Sends a reserved liweb event (state sync, presence) to members.
