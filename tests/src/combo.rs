@@ -320,10 +320,6 @@ pub struct Peer {
 }
 
 #[derive(Debug)]
-#[expect(
-    clippy::large_enum_variant,
-    reason = "a test holds a few peers at most; boxing would buy nothing"
-)]
 enum PeerLink {
     Ws(Box<WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>>),
     Tcp(RawTcp),
