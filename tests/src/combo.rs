@@ -210,13 +210,30 @@ impl Running {
             addr: self.addr,
         }
     }
+
+    /// Opens a raw WebSocket [`Peer`] in `combo`'s codec from `request` (the
+    /// URL with a query, or a request with extra headers) without waiting
+    /// for `on_connect`: for credentials in the upgrade request, which only
+    /// WebSocket carries.
+    pub async fn open_ws_peer(&self, combo: Combo, request: impl IntoClientRequest) -> Peer {
+        assert_eq!(
+            combo.link,
+            Link::WebSocket,
+            "only WebSocket has an upgrade request"
+        );
+        Peer {
+            combo,
+            link: PeerLink::Ws(ws_upgrade(request, combo.codec).await),
+            addr: self.addr,
+        }
+    }
 }
 
 async fn ws_upgrade(
-    url: &str,
+    request: impl IntoClientRequest,
     codec: CodecKind,
 ) -> WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>> {
-    let mut request = url.into_client_request().unwrap();
+    let mut request = request.into_client_request().unwrap();
     request.headers_mut().insert(
         "sec-websocket-protocol",
         codec.subprotocol().parse().unwrap(),
@@ -244,6 +261,10 @@ pub struct Peer {
 }
 
 #[derive(Debug)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "a test holds a few peers at most; boxing would buy nothing"
+)]
 enum PeerLink {
     Ws(WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>),
     Tcp(RawTcp),
@@ -376,6 +397,51 @@ impl Peer {
             }
         }
     }
+
+    /// The next thing the server sent, heartbeat pings included, for
+    /// heartbeat tests. On TCP a ping stays unanswered until
+    /// [`pong`](Peer::pong); a WebSocket library answers pings by itself on
+    /// its next read, so a WebSocket peer that should stop answering must
+    /// stop reading.
+    pub async fn heard(&mut self) -> Heard {
+        let codec = self.combo.codec;
+        match &mut self.link {
+            PeerLink::Ws(socket) => match tokio::time::timeout(WAIT, socket.next())
+                .await
+                .expect("timed out waiting for the server")
+            {
+                Some(Ok(Message::Ping(_))) => Heard::Ping,
+                Some(Ok(Message::Text(text))) => Heard::Message(Msg {
+                    codec,
+                    bytes: text.as_bytes().to_vec(),
+                }),
+                Some(Ok(Message::Binary(bytes))) => Heard::Message(Msg {
+                    codec,
+                    bytes: bytes.to_vec(),
+                }),
+                Some(Ok(Message::Close(Some(frame)))) => {
+                    Heard::Close(u16::from(frame.code), frame.reason.as_str().to_owned())
+                }
+                Some(Ok(other)) => panic!("unexpected {other:?}"),
+                None | Some(Err(_)) => Heard::End,
+            },
+            PeerLink::Tcp(tcp) => match tcp.next_frame().await {
+                Some(TcpFrame::Ping) => Heard::Ping,
+                Some(TcpFrame::Message(bytes)) => Heard::Message(Msg { codec, bytes }),
+                Some(TcpFrame::Close(code, reason)) => Heard::Close(code, reason),
+                None => Heard::End,
+                Some(other) => panic!("unexpected {other:?}"),
+            },
+        }
+    }
+
+    /// Answers a ping read with [`heard`](Peer::heard): a `PONG` frame on
+    /// TCP; nothing on WebSocket, whose library answers on its next read.
+    pub async fn pong(&mut self) {
+        if let PeerLink::Tcp(tcp) = &mut self.link {
+            tcp.send_frame(4, &[]).await;
+        }
+    }
 }
 
 /// Encodes a message in `codec` from its parts.
@@ -505,4 +571,17 @@ impl<T: DeserializeOwned> Parts<T> {
             }),
         }
     }
+}
+
+/// One thing a [`Peer`] heard from the server, heartbeats included.
+#[derive(Debug)]
+pub enum Heard {
+    /// A heartbeat ping.
+    Ping,
+    /// A message.
+    Message(Msg),
+    /// The server's close, with its code and reason.
+    Close(u16, String),
+    /// The end of the connection.
+    End,
 }
