@@ -199,7 +199,7 @@ impl Running {
     /// Opens a raw [`Peer`] over `combo` without waiting for `on_connect`.
     pub async fn open_peer(&self, combo: Combo) -> Peer {
         let link = match combo.link {
-            Link::WebSocket => PeerLink::Ws(Box::new(ws_upgrade(&self.url(), combo.codec).await)),
+            Link::WebSocket => PeerLink::Ws(Box::new(ws_upgrade(self.url(), combo.codec).await)),
             Link::Tcp => {
                 PeerLink::Tcp(RawTcp::open(self.tcp_addr, combo.codec.subprotocol()).await)
             }
@@ -207,6 +207,23 @@ impl Running {
         Peer {
             combo,
             link,
+            addr: self.addr,
+        }
+    }
+
+    /// Opens a raw WebSocket [`Peer`] in `combo`'s codec from `request` (the
+    /// URL with a query, or a request with extra headers) without waiting
+    /// for `on_connect`: for credentials in the upgrade request, which only
+    /// WebSocket carries.
+    pub async fn ws_peer(&self, combo: Combo, request: impl IntoClientRequest) -> Peer {
+        assert_eq!(
+            combo.link,
+            Link::WebSocket,
+            "only WebSocket has an upgrade request"
+        );
+        Peer {
+            combo,
+            link: PeerLink::Ws(Box::new(ws_upgrade(request, combo.codec).await)),
             addr: self.addr,
         }
     }
@@ -225,7 +242,7 @@ impl Running {
     /// The WebSocket upgrade request asking for `codec`: for tests that add
     /// headers or change the URL before [`open_ws_peer`](Self::open_ws_peer).
     pub fn ws_request(&self, codec: CodecKind) -> http::Request<()> {
-        ws_request(&self.url(), codec)
+        ws_request(self.url(), codec)
     }
 
     /// Opens a WebSocket [`Peer`] from `request` (see
@@ -268,8 +285,8 @@ impl Running {
     }
 }
 
-fn ws_request(url: &str, codec: CodecKind) -> http::Request<()> {
-    let mut request = url.into_client_request().unwrap();
+fn ws_request(request: impl IntoClientRequest, codec: CodecKind) -> http::Request<()> {
+    let mut request = request.into_client_request().unwrap();
     request.headers_mut().insert(
         "sec-websocket-protocol",
         codec.subprotocol().parse().unwrap(),
@@ -278,10 +295,10 @@ fn ws_request(url: &str, codec: CodecKind) -> http::Request<()> {
 }
 
 async fn ws_upgrade(
-    url: &str,
+    request: impl IntoClientRequest,
     codec: CodecKind,
 ) -> WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>> {
-    try_ws_upgrade(ws_request(url, codec), codec)
+    try_ws_upgrade(ws_request(request, codec), codec)
         .await
         .unwrap_or_else(|status| panic!("the upgrade was refused with {status}"))
 }
@@ -463,6 +480,51 @@ impl Peer {
             }
         }
     }
+
+    /// The next thing the server sent, heartbeat pings included, for
+    /// heartbeat tests. On TCP a ping stays unanswered until
+    /// [`pong`](Peer::pong); a WebSocket library answers pings by itself on
+    /// its next read, so a WebSocket peer that should stop answering must
+    /// stop reading.
+    pub async fn heard(&mut self) -> Heard {
+        let codec = self.combo.codec;
+        match &mut self.link {
+            PeerLink::Ws(socket) => match tokio::time::timeout(WAIT, socket.next())
+                .await
+                .expect("timed out waiting for the server")
+            {
+                Some(Ok(Message::Ping(_))) => Heard::Ping,
+                Some(Ok(Message::Text(text))) => Heard::Message(Msg {
+                    codec,
+                    bytes: text.as_bytes().to_vec(),
+                }),
+                Some(Ok(Message::Binary(bytes))) => Heard::Message(Msg {
+                    codec,
+                    bytes: bytes.to_vec(),
+                }),
+                Some(Ok(Message::Close(Some(frame)))) => {
+                    Heard::Close(u16::from(frame.code), frame.reason.as_str().to_owned())
+                }
+                Some(Ok(other)) => panic!("unexpected {other:?}"),
+                None | Some(Err(_)) => Heard::End,
+            },
+            PeerLink::Tcp(tcp) => match tcp.next_frame().await {
+                Some(TcpFrame::Ping) => Heard::Ping,
+                Some(TcpFrame::Message(bytes)) => Heard::Message(Msg { codec, bytes }),
+                Some(TcpFrame::Close(code, reason)) => Heard::Close(code, reason),
+                None => Heard::End,
+                Some(other) => panic!("unexpected {other:?}"),
+            },
+        }
+    }
+
+    /// Answers a ping read with [`heard`](Peer::heard): a `PONG` frame on
+    /// TCP; nothing on WebSocket, whose library answers on its next read.
+    pub async fn pong(&mut self) {
+        if let PeerLink::Tcp(tcp) = &mut self.link {
+            tcp.send_frame(4, &[]).await;
+        }
+    }
 }
 
 /// Encodes a message in `codec` from its parts.
@@ -600,4 +662,17 @@ impl<T: DeserializeOwned> Parts<T> {
             }),
         }
     }
+}
+
+/// One thing a [`Peer`] heard from the server, heartbeats included.
+#[derive(Debug)]
+pub enum Heard {
+    /// A heartbeat ping.
+    Ping,
+    /// A message.
+    Message(Msg),
+    /// The server's close, with its code and reason.
+    Close(u16, String),
+    /// The end of the connection.
+    End,
 }

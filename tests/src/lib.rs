@@ -30,7 +30,7 @@ use tokio_tungstenite::{
 
 mod combo;
 
-pub use combo::{Combo, Link, Msg, Peer, Refusal, encode};
+pub use combo::{Combo, Heard, Link, Msg, Peer, Refusal, encode};
 
 /// How long a test waits for something that should happen.
 pub const WAIT: Duration = Duration::from_secs(5);
