@@ -1,27 +1,19 @@
-//! Conformance, section T (transports), and the messaging, heartbeat,
-//! connection and authentication behaviours over the TCP transport, on
-//! real sockets: one server value serves WebSocket and TCP clients at once.
+//! Conformance, section T (transports), on real sockets: one server value
+//! serves WebSocket and TCP clients at once, broken TCP input closes only
+//! its connection, and the connection listing. The sections C, H, A, M, R,
+//! S and P run over TCP as combinations of the conformance suite.
 
-use std::{
-    sync::{
-        Arc,
-        atomic::{AtomicUsize, Ordering},
-    },
-    time::Duration,
-};
+use std::time::Duration;
 
 use liweb::{
-    CloseCode, CodecKind, DisconnectReason, ErrorCode, RequestError, Transport,
-    auth::Auth,
+    CloseCode, CodecKind, DisconnectReason, Transport,
     client::{ClientError, Incoming},
 };
 use liweb_tests::{
-    RawTcp, Record, RoomRef, Running, TcpFrame, TestClient, TestIn, TestOut, TestUser, WAIT,
-    eventually, fence, next, next_event, test_out,
+    RawTcp, Record, RoomRef, Running, TestClient, TestIn, TestOut, WAIT, eventually, fence, next,
+    next_event,
 };
-use serde::Deserialize;
 use serde_json::{Value, json};
-use tokio::time::Instant;
 
 fn handled(running: &Running) -> Vec<Record> {
     running
@@ -297,230 +289,6 @@ async fn t3_connections_are_listed_by_index_range_and_count_in_connect_order() {
     let (_newcomer, id) = running.tcp_client().await;
     assert_eq!(server.connection_at(4).map(|c| c.id()), Some(id));
     assert_eq!(server.connection_count(), 5);
-}
-
-/// Conformance M13 (TCP).
-#[tokio::test]
-async fn tcp_m13_requests_get_the_handlers_reply_or_an_error_reply() {
-    let running = Running::start().await;
-    let (client, _) = running.tcp_client_with(CodecKind::MessagePack).await;
-    let quotient: i64 = client
-        .request(TestIn::Divide { num: 7, den: 2 })
-        .timeout(WAIT)
-        .await
-        .unwrap();
-    assert_eq!(quotient, 3);
-    let failed = client
-        .request::<i64>(TestIn::Divide { num: 1, den: 0 })
-        .timeout(WAIT)
-        .await;
-    match failed {
-        Err(ClientError::Rejected(error)) => {
-            assert_eq!(error.code, ErrorCode::HandlerFailed);
-            assert_eq!(error.message, "boom");
-        }
-        other => panic!("expected an error reply, got {other:?}"),
-    }
-    // The raw form: the reply carries the request's id.
-    let (mut raw, _) = running.raw_tcp_client().await;
-    raw.request("divide", json!({ "num": 9, "den": 3 }), 41)
-        .await;
-    assert_eq!(
-        raw.next().await,
-        json!({ "event": "__ack", "ack": 41, "payload": 3 })
-    );
-}
-
-/// Conformance M14 (TCP).
-#[tokio::test]
-async fn tcp_m14_a_server_request_resolves_with_the_reply_or_times_out() {
-    let running = Running::start().await;
-    let (client, id) = running.tcp_client().await;
-    client.on_request::<test_out::Question, _, _>(|question: String| format!("re: {question}"));
-    let reply: String = running
-        .conn(id)
-        .request(TestOut::Question("ready?".into()))
-        .timeout(WAIT)
-        .await
-        .unwrap();
-    assert_eq!(reply, "re: ready?");
-
-    // A client that does not answer: the request times out.
-    let (mut silent, silent_id) = running.raw_tcp_client().await;
-    let started = Instant::now();
-    let result = running
-        .conn(silent_id)
-        .request::<String>(TestOut::Question("anyone?".into()))
-        .timeout(Duration::from_millis(50))
-        .await;
-    assert!(
-        matches!(result, Err(RequestError::Timeout(_))),
-        "{result:?}"
-    );
-    assert!(started.elapsed() >= Duration::from_millis(50));
-    let asked = silent.next().await;
-    assert_eq!(asked["event"], "question");
-    assert_eq!(asked["payload"], "anyone?");
-    assert!(asked["ack"].is_u64());
-}
-
-/// Conformance H1 (TCP).
-///
-/// `PING` frames, answered with `PONG`.
-#[tokio::test]
-async fn tcp_h1_a_client_answering_ping_frames_stays_connected_past_the_timeout() {
-    const INTERVAL: Duration = Duration::from_millis(20);
-    const TIMEOUT: Duration = Duration::from_millis(40);
-    let running = Running::start_with(|builder| builder.heartbeat(INTERVAL, TIMEOUT)).await;
-    let (mut client, id) = running.raw_tcp_client().await;
-
-    let until = Instant::now() + 10 * (INTERVAL + TIMEOUT);
-    let mut pings = 0;
-    while Instant::now() < until {
-        match tokio::time::timeout_at(until, client.next_frame()).await {
-            Ok(Some(TcpFrame::Ping)) => {
-                pings += 1;
-                client.send_frame(4, &[]).await;
-            }
-            Ok(other) => panic!("expected only pings, got {other:?}"),
-            Err(_until) => break,
-        }
-    }
-    assert!(pings >= 5, "only {pings} pings");
-    client.fence("still connected").await;
-    assert!(running.server.get(id).is_some());
-    assert_eq!(running.server.stats().ping_timeouts, 0);
-
-    // The typed client answers pings by itself.
-    drop(client);
-    running.recorder.disconnected(id).await;
-    let (mut typed, typed_id) = running.tcp_client().await;
-    tokio::time::sleep(5 * (INTERVAL + TIMEOUT)).await;
-    fence(&mut typed, "typed still connected").await;
-    assert!(running.server.get(typed_id).is_some());
-    assert_eq!(running.server.stats().ping_timeouts, 0);
-}
-
-/// Conformance H2 (TCP).
-#[tokio::test]
-async fn tcp_h2_a_client_that_stops_answering_pings_is_closed_with_4006() {
-    const INTERVAL: Duration = Duration::from_millis(20);
-    const TIMEOUT: Duration = Duration::from_millis(40);
-    let running = Running::start_with(|builder| builder.heartbeat(INTERVAL, TIMEOUT)).await;
-    let connecting = Instant::now();
-    let (mut client, id) = running.raw_tcp_client().await;
-    assert_eq!(
-        running.recorder.disconnected(id).await,
-        DisconnectReason::ServerClosed(CloseCode::PingTimeout)
-    );
-    assert!(connecting.elapsed() >= INTERVAL + TIMEOUT);
-    assert_eq!(running.server.stats().ping_timeouts, 1);
-    assert_eq!(running.server.connection_count(), 0);
-    // What the client finds: pings, at most the ping-timeout close (the
-    // server does not wait to write it to a peer that stopped answering),
-    // then the end.
-    let mut pings = 0;
-    loop {
-        match client.next_frame().await {
-            Some(TcpFrame::Ping) => pings += 1,
-            Some(TcpFrame::Close(code, reason)) => {
-                assert_eq!((code, reason.as_str()), (4006, "ping timeout"));
-                assert_eq!(client.next_frame().await, None);
-                break;
-            }
-            None => break,
-            other => panic!("unexpected {other:?} after {pings} pings"),
-        }
-    }
-    assert!(pings >= 1);
-}
-
-#[derive(Deserialize)]
-struct Login {
-    name: String,
-    password: String,
-}
-
-fn credentials(calls: &Arc<AtomicUsize>) -> Auth<TestUser> {
-    let calls = Arc::clone(calls);
-    Auth::credentials(move |login: Login, _meta| {
-        calls.fetch_add(1, Ordering::SeqCst);
-        async move {
-            if login.password == "pw" {
-                Ok(TestUser {
-                    admin: login.name == "root",
-                    name: login.name,
-                })
-            } else {
-                Err("wrong password")
-            }
-        }
-    })
-}
-
-/// Conformance A1 (TCP).
-#[tokio::test]
-async fn tcp_a1_valid_credentials_get_the_user_then_on_connect() {
-    let calls = Arc::new(AtomicUsize::new(0));
-    let running = Running::start_with(|builder| builder.auth(credentials(&calls))).await;
-    let mut client = running.tcp_connect_with(CodecKind::Json).await;
-    assert!(running.recorder.conns().is_empty(), "not before auth");
-    let user: TestUser = client
-        .authenticate(&json!({ "name": "root", "password": "pw" }))
-        .await
-        .unwrap();
-    let root = TestUser {
-        name: "root".into(),
-        admin: true,
-    };
-    assert_eq!(user, root);
-    let records = running
-        .recorder
-        .wait_until("on_connect", |records| {
-            records.iter().any(|r| matches!(r, Record::Connected(_)))
-        })
-        .await;
-    let id = running.recorder.conns()[0].id();
-    assert_eq!(records, vec![Record::Connected(id)]);
-    client.emit(TestIn::WhoAmI).unwrap();
-    assert_eq!(
-        next_event(&mut client).await,
-        TestOut::You(Some(root.clone()))
-    );
-    assert_eq!(running.conn(id).user::<TestUser>(), Some(root));
-    assert_eq!(running.server.connection_count(), 1);
-    assert_eq!(calls.load(Ordering::SeqCst), 1);
-}
-
-/// Conformance A2 (TCP).
-#[tokio::test]
-async fn tcp_a2_invalid_credentials_get_auth_error_and_close_4001() {
-    let calls = Arc::new(AtomicUsize::new(0));
-    let running = Running::start_with(|builder| builder.auth(credentials(&calls))).await;
-    let mut client = running.tcp_connect_with(CodecKind::MessagePack).await;
-    let refused = client
-        .authenticate::<TestUser>(&json!({ "name": "root", "password": "guess" }))
-        .await;
-    match refused {
-        Err(ClientError::AuthRejected(reason)) => assert_eq!(reason, "invalid credentials"),
-        other => panic!("expected a refusal, got {other:?}"),
-    }
-    match next(&mut client).await {
-        Incoming::Closed(Some((code, reason))) => {
-            assert_eq!(code, CloseCode::AuthFailed);
-            assert_eq!(reason, "invalid credentials");
-        }
-        other => panic!("expected the close, got {other:?}"),
-    }
-    eventually(
-        "no live connection",
-        || running.server.stats(),
-        |stats| stats.live == 0 && stats.connections == 0,
-    )
-    .await;
-    assert!(running.recorder.conns().is_empty());
-    assert_eq!(running.server.stats().auth_failures, 1);
-    assert_eq!(calls.load(Ordering::SeqCst), 1);
 }
 
 /// A TCP connection is refused with a close frame during shutdown and at
