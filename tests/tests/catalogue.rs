@@ -241,6 +241,18 @@ fn catalogue() -> Vec<Case> {
             Close(1009),
         ),
         case(
+            "an unmasked frame from the client",
+            Ws,
+            Input::Bytes(vec![0x81, 2, b'h', b'i']),
+            Close(1002),
+        ),
+        case(
+            "a reserved opcode",
+            Ws,
+            Input::Bytes(vec![0x83, 0x80, 1, 2, 3, 4]),
+            Close(1002),
+        ),
+        case(
             "invalid UTF-8 in a text frame",
             Ws,
             Input::RawText(b"{\"event\":\"echo\",\"payload\":\"\xff\xfe\"}".to_vec()),

@@ -557,3 +557,60 @@ async fn l1_stalled_clients_are_closed_with_their_queue_bounded_while_the_chat_l
     );
     drop(streams);
 }
+
+/// TCP clients that stall in the handshake, sending nothing or half a
+/// `HELLO`, hold a place among the live connections only until the
+/// handshake timeout; then they are dropped without an answer, never
+/// reach the application, and a client that does the handshake is served
+/// all along.
+#[tokio::test]
+async fn tcp_clients_stalled_in_the_handshake_are_dropped_after_the_timeout() {
+    const TIMEOUT: Duration = Duration::from_millis(200);
+    let running = Running::start().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let transport =
+        liweb::tcp::TcpTransport::new(running.server.clone()).handshake_timeout(TIMEOUT);
+    tokio::spawn(transport.serve(listener));
+
+    let started = Instant::now();
+    let silent = socket(addr, None).await;
+    let mut half = socket(addr, None).await;
+    half.write_all(b"\x00\x00\x00\x0b\x01liweb").await.unwrap();
+    eventually(
+        "both to hold a place",
+        || running.server.stats().live,
+        |&live| live == 2,
+    )
+    .await;
+    let client = TestClient::builder(format!("tcp://{addr}")).connect();
+    let mut client = tokio::time::timeout(WAIT, client)
+        .await
+        .expect("connect timed out")
+        .expect("the handshake of a healthy client");
+    liweb_tests::fence(&mut client, "served meanwhile").await;
+
+    for mut stalled in [silent, half] {
+        let mut answer = Vec::new();
+        tokio::time::timeout(WAIT, stalled.read_to_end(&mut answer))
+            .await
+            .expect("the stalled client was never dropped")
+            .expect("dropped without a reset");
+        assert!(answer.is_empty(), "no answer: {answer:?}");
+    }
+    assert!(started.elapsed() >= TIMEOUT);
+    eventually(
+        "only the healthy client to be left",
+        || running.server.stats().live,
+        |&live| live == 1,
+    )
+    .await;
+    let connects = running
+        .recorder
+        .matching(|r| matches!(r, Record::Connected(_)));
+    assert_eq!(
+        connects.len(),
+        1,
+        "only the healthy client reached on_connect"
+    );
+}
