@@ -506,7 +506,9 @@ impl<Out: Events, R: DeserializeOwned + Send + 'static> MultiRequest<Out, R> {
 
     /// Sends the request to every connection (encoded once per codec, with
     /// one ack id) and returns the replies as they arrive, one item per
-    /// connection. Fails only when the event cannot be encoded.
+    /// connection. Fails only when the event cannot be encoded for other
+    /// nodes (as JSON); a connection whose codec cannot encode it gets its
+    /// item at once, an [`EmitError::Encode`] error.
     pub fn send(self) -> Result<Replies<R>, EncodeError> {
         let id = next_id();
         let event = self.event;
@@ -544,7 +546,19 @@ impl<Out: Events, R: DeserializeOwned + Send + 'static> MultiRequest<Out, R> {
         };
         let waits = FuturesUnordered::new();
         for conn in self.conns {
-            let frame = frames.get(conn.meta().codec())?.clone();
+            let frame = match frames.get(conn.meta().codec()) {
+                Ok(frame) => frame.clone(),
+                // This connection's codec cannot encode it; the others still
+                // get the request.
+                Err(err) => {
+                    let conn_id = conn.id();
+                    let failed: ReplyFuture<R> = Box::pin(async move {
+                        (conn_id, Err(RequestError::Emit(EmitError::Encode(err))))
+                    });
+                    waits.push(failed);
+                    continue;
+                }
+            };
             let inner = Arc::clone(&conn.inner);
             let conn_id = inner.id;
             let (tx, rx) = oneshot::channel();

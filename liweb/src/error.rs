@@ -60,6 +60,12 @@ impl EncodeError {
     pub(crate) fn new(err: impl std::error::Error + Send + Sync + 'static) -> Self {
         Self(Box::new(err))
     }
+
+    /// The same failure again, for the next connection it concerns (the
+    /// source error is not `Clone`; its message is kept).
+    pub(crate) fn again(&self) -> Self {
+        Self::new(std::io::Error::other(self.0.to_string()))
+    }
 }
 
 /// Why an emit did not reach a connection.

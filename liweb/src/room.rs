@@ -190,29 +190,15 @@ impl<Out: Events> RoomInner<Out> {
         keep: impl Fn(ConnId) -> bool,
     ) -> Result<usize, EncodeError> {
         let mut sent = 0;
-        let mut failed = [false; crate::CodecKind::COUNT];
-        let mut first_error = None;
         for (id, Member { conn, .. }) in self.members().iter() {
-            let codec = conn.meta().codec();
-            if !keep(*id) || failed[codec.slot()] {
-                continue;
-            }
-            match frames.get(codec) {
-                Ok(frame) => {
-                    if conn.send_encoded(frame.clone()).is_ok() {
-                        sent += 1;
-                    }
-                }
-                Err(err) => {
-                    failed[codec.slot()] = true;
-                    first_error.get_or_insert(err);
-                }
+            if keep(*id)
+                && let Ok(frame) = frames.get(conn.meta().codec())
+                && conn.send_encoded(frame.clone()).is_ok()
+            {
+                sent += 1;
             }
         }
-        match first_error {
-            Some(err) => Err(err),
-            None => Ok(sent),
-        }
+        frames.finish(sent)
     }
 
     /// Sends a reserved liweb event (state sync, presence) to members.
@@ -908,13 +894,14 @@ impl<Out: Events> Room<Out> {
 
     fn emit_where(&self, event: &Out, except: Option<ConnId>) -> Result<usize, EncodeError> {
         let mut frames = EncodeOnce::new(|codec| codec.encode(event));
-        let sent = match self.current() {
-            Some(room) => room.send(&mut frames, |member| Some(member) != except)?,
-            None => 0,
+        // Other nodes still get it when a codec used here cannot encode it.
+        let local = match self.current() {
+            Some(room) => room.send(&mut frames, |member| Some(member) != except),
+            None => Ok(0),
         };
         self.registry
             .publish_emit(&self.inner.key, &mut frames, except)?;
-        Ok(sent)
+        local
     }
 
     /// Sends an event to the member `id`; `Ok(false)` when `id` is not a
@@ -1122,7 +1109,8 @@ impl<Out: Events> Rooms<Out> {
     fn emit_where(&self, event: &Out, except: Option<ConnId>) -> Result<usize, EncodeError> {
         let mut frames = EncodeOnce::new(|codec| codec.encode(event));
         let rooms: Vec<Arc<RoomInner<Out>>> = self.rooms.iter().filter_map(Room::current).collect();
-        let sent = send_once(rooms.iter(), &mut frames, except)?;
+        // Other nodes still get it when a codec used here cannot encode it.
+        let local = send_once(rooms.iter(), &mut frames, except);
         if let Some(cluster) = self
             .rooms
             .first()
@@ -1141,7 +1129,7 @@ impl<Out: Events> Rooms<Out> {
                 frame: frame.into_bytes(),
             });
         }
-        Ok(sent)
+        local
     }
 }
 
@@ -1159,15 +1147,14 @@ fn send_once<'a, Out: Events + 'a>(
     for room in rooms {
         for (id, Member { conn, .. }) in room.members().iter() {
             if reached.insert(*id)
-                && conn
-                    .send_encoded(frames.get(conn.meta().codec())?.clone())
-                    .is_ok()
+                && let Ok(frame) = frames.get(conn.meta().codec())
+                && conn.send_encoded(frame.clone()).is_ok()
             {
                 sent += 1;
             }
         }
     }
-    Ok(sent)
+    frames.finish(sent)
 }
 
 #[cfg(test)]

@@ -465,15 +465,15 @@ impl<In: Events, Out: Events> Server<In, Out> {
     ) -> Result<usize, EncodeError> {
         let mut sent = 0;
         for conn in self.read_conns().values() {
-            if predicate(conn) {
-                let frame = frames.get(conn.meta().codec())?;
+            if predicate(conn)
+                && let Ok(frame) = frames.get(conn.meta().codec())
                 // A closed or slow connection handles itself; the others still get it.
-                if conn.send_encoded(frame.clone()).is_ok() {
-                    sent += 1;
-                }
+                && conn.send_encoded(frame.clone()).is_ok()
+            {
+                sent += 1;
             }
         }
-        Ok(sent)
+        frames.finish(sent)
     }
 
     /// Sends `event` as a request to every open connection and collects
@@ -1516,9 +1516,18 @@ mod tests {
         Noop,
     }
 
+    /// A payload bincode cannot write: `flatten` serializes as a map of
+    /// unknown length.
+    #[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+    pub(crate) struct Flat {
+        #[serde(flatten)]
+        extra: HashMap<String, u32>,
+    }
+
     #[derive(Debug, crate::Events)]
     pub(crate) enum Out {
         Counted(Counted),
+        Flat(Flat),
     }
 
     #[test]
@@ -1589,5 +1598,40 @@ mod tests {
             assert_eq!(*shared.entry(*codec).or_insert(ptr), ptr);
         }
         assert_eq!(shared.len(), 3);
+    }
+
+    #[cfg(all(feature = "msgpack", feature = "bincode"))]
+    #[test]
+    fn a_codec_that_cannot_encode_a_broadcast_fails_for_its_own_connections_only() {
+        let server = Server::<In, Out>::builder().build();
+        let codecs = [
+            CodecKind::Bincode,
+            CodecKind::Json,
+            CodecKind::Bincode,
+            CodecKind::MessagePack,
+            CodecKind::Json,
+        ];
+        let mut receivers = Vec::new();
+        for codec in codecs {
+            let (conn, rx) = Conn::<Out>::detached(codec);
+            server.register(&conn);
+            receivers.push((codec, rx));
+        }
+        let flat = Flat {
+            extra: HashMap::from([("a".to_owned(), 1)]),
+        };
+        let err = server.broadcast(Out::Flat(flat)).unwrap_err();
+        assert!(err.to_string().starts_with("cannot encode event"), "{err}");
+        for (codec, rx) in &mut receivers {
+            let got = rx.try_recv();
+            if *codec == CodecKind::Bincode {
+                assert!(got.is_err(), "bincode cannot carry it: {got:?}");
+            } else {
+                assert!(
+                    matches!(got, Ok(Outbound::Frame(_))),
+                    "{codec:?} still gets it: {got:?}"
+                );
+            }
+        }
     }
 }

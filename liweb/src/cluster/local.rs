@@ -39,7 +39,8 @@ impl<In: Events, Out: Events> Server<In, Out> {
         except: Option<ConnId>,
     ) -> Result<usize, EncodeError> {
         let mut frames = EncodeOnce::new(|codec| codec.encode(event));
-        let sent = self.deliver_local(&mut frames, |conn| Some(conn.id()) != except)?;
+        // Other nodes still get it when a codec used here cannot encode it.
+        let local = self.deliver_local(&mut frames, |conn| Some(conn.id()) != except);
         if let Some(cluster) = &self.inner.rooms.cluster {
             let frame = frames.get(CodecKind::Json)?.clone();
             cluster.publish(Message::Broadcast {
@@ -47,7 +48,7 @@ impl<In: Events, Out: Events> Server<In, Out> {
                 frame: frame.into_bytes(),
             });
         }
-        Ok(sent)
+        local
     }
 
     /// Closes the connection `id` with a code and a reason, wherever it is:
@@ -100,7 +101,10 @@ impl<In: Events, Out: Events> Server<In, Out> {
         let timeout = Duration::from_millis(u64::from(timeout_ms));
         let mut sent = 0;
         for conn in conns {
-            let frame = frames.get(conn.meta().codec())?.clone();
+            // A codec that cannot encode the request skips its connections only.
+            let Ok(frame) = frames.get(conn.meta().codec()).cloned() else {
+                continue;
+            };
             let link = Arc::clone(&link);
             let conn_id = conn.id();
             conn.inner.requests.insert(
@@ -138,7 +142,7 @@ impl<In: Events, Out: Events> Server<In, Out> {
                 }
             });
         }
-        Ok(sent)
+        frames.finish(sent)
     }
 }
 

@@ -385,9 +385,22 @@ pub(crate) fn text_from_bytes(bytes: Bytes) -> Result<Text, EncodeError> {
 /// Encodes one outbound message at most once per codec, on first need: a
 /// broadcast to connections of several codecs serializes once for each codec
 /// in use, never once per connection.
+///
+/// A codec that cannot encode the message (bincode and a `#[serde(flatten)]`
+/// payload, say) fails for its own connections only: a broadcast skips them,
+/// still reaches the connections of the other codecs, and reports the
+/// failure at the end with [`finish`](Self::finish).
 pub(crate) struct EncodeOnce<F> {
     encode: F,
-    frames: [Option<Frame>; CodecKind::COUNT],
+    frames: [Slot; CodecKind::COUNT],
+}
+
+#[derive(Default)]
+enum Slot {
+    #[default]
+    Empty,
+    Ready(Frame),
+    Failed(EncodeError),
 }
 
 impl<F: FnMut(CodecKind) -> Result<Frame, EncodeError>> EncodeOnce<F> {
@@ -398,12 +411,32 @@ impl<F: FnMut(CodecKind) -> Result<Frame, EncodeError>> EncodeOnce<F> {
         }
     }
 
-    /// The message in `codec`'s format.
+    /// The message in `codec`'s format; a failure is remembered, so the
+    /// codec is not asked again.
     pub(crate) fn get(&mut self, codec: CodecKind) -> Result<&Frame, EncodeError> {
         let slot = &mut self.frames[codec.slot()];
-        if slot.is_none() {
-            *slot = Some((self.encode)(codec)?);
+        if let Slot::Empty = slot {
+            *slot = match (self.encode)(codec) {
+                Ok(frame) => Slot::Ready(frame),
+                Err(err) => Slot::Failed(err),
+            };
         }
-        Ok(slot.as_ref().expect("filled above"))
+        match slot {
+            Slot::Ready(frame) => Ok(frame),
+            Slot::Failed(err) => Err(err.again()),
+            Slot::Empty => unreachable!("filled above"),
+        }
+    }
+
+    /// `Ok(sent)` when every codec asked for could encode the message, else
+    /// the error of one that could not.
+    pub(crate) fn finish(&self, sent: usize) -> Result<usize, EncodeError> {
+        match self.frames.iter().find_map(|slot| match slot {
+            Slot::Failed(err) => Some(err.again()),
+            _ => None,
+        }) {
+            Some(err) => Err(err),
+            None => Ok(sent),
+        }
     }
 }
