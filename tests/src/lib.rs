@@ -914,8 +914,9 @@ impl Running {
     }
 
     /// The id of the connection after the first `before`, once `on_connect`
-    /// ran for it.
-    pub(crate) async fn connected(&self, before: usize) -> ConnId {
+    /// ran for it: take `before` as `recorder.conns().len()` before opening
+    /// a connection by hand.
+    pub async fn connected(&self, before: usize) -> ConnId {
         let records = self
             .recorder
             .wait_until("on_connect", |records| {

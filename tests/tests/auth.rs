@@ -210,6 +210,19 @@ fn user(name: &str, admin: bool) -> TestUser {
 
 /// Waits until the server has let go of every connection, authenticated
 /// or not.
+/// Waits for the `on_auth_error` hook and checks that it is the only hook
+/// that fired, with `reason`.
+async fn only_the_auth_error_hook(running: &Running, reason: &str) {
+    running
+        .recorder
+        .wait_until("on_auth_error", |records| !records.is_empty())
+        .await;
+    assert_eq!(
+        hooks(running),
+        vec![Record::Hook("on_auth_error", reason.into())]
+    );
+}
+
 async fn no_connection_left(running: &Running) {
     eventually(
         "no live connection",
@@ -268,15 +281,8 @@ conformance! {
         peer.emit("__auth", &login("root", "guess")).await;
         refused(peer, "invalid credentials", 4001).await;
         assert_eq!(CloseCode::AuthFailed.as_u16(), 4001);
-        running
-            .recorder
-            .wait_until("on_auth_error", |records| !records.is_empty())
-            .await;
+        only_the_auth_error_hook(&running, "invalid credentials").await;
         no_connection_left(&running).await;
-        assert_eq!(
-            hooks(&running),
-            vec![Record::Hook("on_auth_error", "invalid credentials".into())]
-        );
         assert!(running.recorder.conns().is_empty());
         assert_eq!(running.server.stats().auth_failures, 1);
         assert_eq!(calls.load(Ordering::SeqCst), 1);
@@ -288,14 +294,7 @@ conformance! {
         let mut peer = running.open_peer(combo).await;
         peer.emit("__auth", &Secret { secret: "s3cre" }).await;
         refused(peer, "invalid secret", 4001).await;
-        running
-            .recorder
-            .wait_until("on_auth_error", |records| !records.is_empty())
-            .await;
-        assert_eq!(
-            hooks(&running),
-            vec![Record::Hook("on_auth_error", "invalid secret".into())]
-        );
+        only_the_auth_error_hook(&running, "invalid secret").await;
 
         // The right secret gets a server-issued guest id.
         let mut peer = running.open_peer(combo).await;
@@ -343,15 +342,8 @@ conformance! {
         );
         assert_eq!(peer.closed().await, (4002, "auth timeout".to_owned()));
         finish(peer).await;
-        running
-            .recorder
-            .wait_until("on_auth_error", |records| !records.is_empty())
-            .await;
+        only_the_auth_error_hook(&running, "auth timeout").await;
         no_connection_left(&running).await;
-        assert_eq!(
-            hooks(&running),
-            vec![Record::Hook("on_auth_error", "auth timeout".into())]
-        );
         let stats = running.server.stats();
         assert_eq!((stats.auth_timeouts, stats.auth_failures), (1, 0));
     }

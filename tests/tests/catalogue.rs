@@ -500,17 +500,7 @@ async fn open(running: &Running, via: Via) -> (Victim, Option<ConnId>) {
         Via::TcpCodec(codec) => Victim::Typed(running.tcp_connect_with(codec).await),
         Via::TcpBare => return (Victim::Tcp(RawTcp::connect(running.tcp_addr).await), None),
     };
-    running
-        .recorder
-        .wait_until("on_connect", |records| {
-            records
-                .iter()
-                .filter(|r| matches!(r, Record::Connected(_)))
-                .count()
-                > before
-        })
-        .await;
-    (victim, Some(running.recorder.conns()[before].id()))
+    (victim, Some(running.connected(before).await))
 }
 
 async fn send(victim: &mut Victim, input: Input) {

@@ -284,17 +284,7 @@ async fn raw_member(running: &Running, via: Via, recv_buffer: Option<u32>) -> (T
         Via::Ws => ws_socket(running, recv_buffer).await,
         Via::Tcp => tcp_socket(running, recv_buffer).await,
     };
-    running
-        .recorder
-        .wait_until("on_connect", |records| {
-            records
-                .iter()
-                .filter(|r| matches!(r, Record::Connected(_)))
-                .count()
-                > before
-        })
-        .await;
-    let conn = running.recorder.conns()[before].clone();
+    let conn = running.conn(running.connected(before).await);
     assert_eq!(room().on(&running.server).join(&conn).await, Ok(true));
     (stream, conn.id())
 }
