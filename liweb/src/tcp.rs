@@ -43,11 +43,8 @@ use std::{
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures_util::{SinkExt, Stream, StreamExt};
 use tokio::{
-    io::AsyncRead,
-    net::{
-        TcpListener, TcpStream,
-        tcp::{OwnedReadHalf, OwnedWriteHalf},
-    },
+    io::{AsyncRead, AsyncWrite},
+    net::{TcpListener, TcpStream},
 };
 use tokio_util::codec::{Decoder, Encoder, FramedRead, FramedWrite, LengthDelimitedCodec};
 
@@ -295,12 +292,48 @@ impl<In: Events, Out: Events> TcpTransport<In, Out> {
         }
     }
 
-    /// Runs one accepted connection to its end: the handshake, then the
-    /// connection. For listeners of your own (TLS, a socket from systemd).
+    /// Runs one accepted TCP connection to its end: the handshake, then the
+    /// connection. For listeners of your own (a socket from systemd, a
+    /// listener with its own accept policy).
     pub async fn serve_connection(&self, stream: TcpStream, peer: SocketAddr) {
         let _ = stream.set_nodelay(true);
-        let config = self.server.config();
         let (read, write) = stream.into_split();
+        self.serve_halves(read, write, Some(peer)).await;
+    }
+
+    /// Runs one connection over any byte stream to its end, with the same
+    /// frames as over TCP: a TLS stream (`tokio-rustls`' `TlsStream`), a
+    /// Unix socket, an in-memory pipe. `peer` becomes the connection's
+    /// [`remote_addr`](crate::ConnMeta::remote_addr) when there is one.
+    ///
+    /// ```no_run
+    /// # use liweb::{prelude::*, tcp::TcpTransport};
+    /// # #[derive(Events)] enum In { Ping }
+    /// # #[derive(Events)] enum Out { Pong }
+    /// # async fn run(server: Server<In, Out>) -> std::io::Result<()> {
+    /// let transport = TcpTransport::new(server);
+    /// let listener = tokio::net::UnixListener::bind("/run/app/liweb.sock")?;
+    /// loop {
+    ///     let (stream, _) = listener.accept().await?;
+    ///     let transport = transport.clone();
+    ///     tokio::spawn(async move { transport.serve_stream(stream, None).await });
+    /// }
+    /// # }
+    /// ```
+    pub async fn serve_stream<S>(&self, stream: S, peer: Option<SocketAddr>)
+    where
+        S: AsyncRead + AsyncWrite + Send + 'static,
+    {
+        let (read, write) = tokio::io::split(stream);
+        self.serve_halves(read, write, peer).await;
+    }
+
+    async fn serve_halves<R, W>(&self, read: R, write: W, peer: Option<SocketAddr>)
+    where
+        R: AsyncRead + Unpin + Send + 'static,
+        W: AsyncWrite + Unpin + Send + 'static,
+    {
+        let config = self.server.config();
         let mut reader = FramedRead::with_capacity(
             read,
             WireCodec::new(config.max_frame_size),
@@ -385,9 +418,11 @@ impl<In: Events, Out: Events> TcpTransport<In, Out> {
             // Gone, broken or silent: there is no one to answer.
             Ok(Some(Err(_)) | None) | Err(_) => return,
         };
-        let meta = ConnMeta::builder(Transport::Tcp, codec)
-            .remote_addr(peer)
-            .build();
+        let mut meta = ConnMeta::builder(Transport::Tcp, codec);
+        if let Some(peer) = peer {
+            meta = meta.remote_addr(peer);
+        }
+        let meta = meta.build();
         if let Err(rejection) = self.server.check_upgrade(&meta).await {
             let code = CloseCode::PolicyViolation.as_u16();
             drop(admission);
@@ -414,10 +449,13 @@ impl<In: Events, Out: Events> TcpTransport<In, Out> {
     }
 }
 
-type Writer = FramedWrite<OwnedWriteHalf, WireCodec>;
+type Writer<W> = FramedWrite<W, WireCodec>;
 
 /// Writes one frame of the handshake and flushes it.
-async fn send_wire(writer: &mut Writer, item: WireOut<'_>) -> io::Result<()> {
+async fn send_wire<W: AsyncWrite + Unpin>(
+    writer: &mut Writer<W>,
+    item: WireOut<'_>,
+) -> io::Result<()> {
     let mut buf = BytesMut::new();
     writer.encoder().write(item, &mut buf)?;
     writer.write_buffer_mut().extend_from_slice(&buf);
@@ -428,9 +466,9 @@ async fn send_wire(writer: &mut Writer, item: WireOut<'_>) -> io::Result<()> {
 /// and reads (and drops) what the peer still sends until it closes too, for
 /// at most a second: a socket closed with unread input is reset, and a
 /// reset can destroy the `CLOSE` before the peer reads it.
-async fn refuse(
-    reader: &mut FramedRead<OwnedReadHalf, WireCodec>,
-    mut writer: Writer,
+async fn refuse<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
+    reader: &mut FramedRead<R, WireCodec>,
+    mut writer: Writer<W>,
     code: u16,
     reason: &str,
 ) {
@@ -453,7 +491,7 @@ async fn refuse(
 const LINGER: Duration = Duration::from_secs(1);
 
 /// Reads and drops input until the peer closes or the read fails.
-async fn drain(half: &mut OwnedReadHalf) {
+async fn drain<R: AsyncRead + Unpin>(half: &mut R) {
     let mut scratch = [0u8; 1024];
     loop {
         let mut buf = tokio::io::ReadBuf::new(&mut scratch);
@@ -482,15 +520,15 @@ fn is_connection_error(err: &io::Error) -> bool {
 }
 
 /// The reading half as [`Inbound`] items.
-struct Reader {
-    frames: FramedRead<tokio::net::tcp::OwnedReadHalf, WireCodec>,
+struct Reader<R> {
+    frames: FramedRead<R, WireCodec>,
     /// Whether messages are text (JSON) and so must be UTF-8.
     text: bool,
     /// Set after a close or an error: nothing more is read.
     done: bool,
 }
 
-impl Stream for Reader {
+impl<R: AsyncRead + Unpin> Stream for Reader<R> {
     type Item = Inbound;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Inbound>> {

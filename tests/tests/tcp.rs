@@ -323,3 +323,91 @@ async fn tcp_refuses_new_connections_at_the_limit_and_during_shutdown() {
     );
     assert_eq!(running.server.stats().rejected_shutdown, 1);
 }
+
+/// Writes one frame of the TCP transport (length, kind, body) to any stream.
+async fn write_frame(stream: &mut (impl tokio::io::AsyncWrite + Unpin), kind: u8, body: &[u8]) {
+    use tokio::io::AsyncWriteExt;
+    let mut frame = u32::try_from(body.len() + 1)
+        .unwrap()
+        .to_be_bytes()
+        .to_vec();
+    frame.push(kind);
+    frame.extend_from_slice(body);
+    tokio::time::timeout(WAIT, stream.write_all(&frame))
+        .await
+        .expect("write timed out")
+        .expect("write failed");
+}
+
+/// Reads one frame of the TCP transport from any stream: its kind and body.
+async fn read_frame(stream: &mut (impl tokio::io::AsyncRead + Unpin)) -> (u8, Vec<u8>) {
+    use tokio::io::AsyncReadExt;
+    tokio::time::timeout(WAIT, async {
+        let mut len = [0; 4];
+        stream.read_exact(&mut len).await.unwrap();
+        let mut body = vec![0; u32::from_be_bytes(len) as usize];
+        stream.read_exact(&mut body).await.unwrap();
+        let kind = body.remove(0);
+        (kind, body)
+    })
+    .await
+    .expect("timed out waiting for the server")
+}
+
+/// The transport runs over any byte stream (TLS, a Unix socket, a pipe):
+/// here a Unix socket, whose client shares a room with a WebSocket client.
+#[tokio::test]
+async fn the_tcp_frames_run_over_a_unix_socket_and_its_clients_share_rooms() {
+    let running = Running::start().await;
+    let dir = std::env::temp_dir().join(format!("liweb-unix-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("liweb.sock");
+    let _ = std::fs::remove_file(&path);
+    let listener = tokio::net::UnixListener::bind(&path).unwrap();
+    let transport = liweb::tcp::TcpTransport::new(running.server.clone());
+    tokio::spawn(async move {
+        let (stream, _) = listener.accept().await.unwrap();
+        transport.serve_stream(stream, None).await;
+    });
+
+    let mut unix = tokio::net::UnixStream::connect(&path).await.unwrap();
+    write_frame(&mut unix, 1, b"liweb.json").await;
+    assert_eq!(read_frame(&mut unix).await, (1, b"liweb.json".to_vec()));
+    let id = running.connected(0).await;
+    let meta = running.conn(id).meta().clone();
+    assert_eq!(meta.transport(), Transport::Tcp);
+    assert_eq!(meta.remote_addr(), None, "a Unix socket has no IP address");
+
+    let room = RoomRef::new("unix", "room");
+    let joining = json!({"event": "join", "payload": {"channel": "unix", "room": "room"}});
+    write_frame(&mut unix, 2, joining.to_string().as_bytes()).await;
+    let (kind, body) = read_frame(&mut unix).await;
+    assert_eq!(kind, 2);
+    assert_eq!(
+        serde_json::from_slice::<Value>(&body).unwrap(),
+        json!({"event": "join_outcome", "payload": "added"})
+    );
+    let (mut ws, _) = running.client().await;
+    join(&mut ws, &room).await;
+    ws.emit(TestIn::RoomEmit {
+        room: room.clone(),
+        text: "to the socket".into(),
+        target: liweb_tests::Target::Everyone,
+    })
+    .unwrap();
+    let (kind, body) = read_frame(&mut unix).await;
+    assert_eq!(kind, 2);
+    assert_eq!(
+        serde_json::from_slice::<Value>(&body).unwrap(),
+        json!({"event": "room_message", "payload": "to the socket"})
+    );
+
+    // Closing works as over TCP: the server answers CLOSE and ends.
+    write_frame(&mut unix, 5, &1000u16.to_be_bytes()).await;
+    assert_eq!(
+        running.recorder.disconnected(id).await,
+        DisconnectReason::ClientClosed(Some((CloseCode::Normal, String::new())))
+    );
+    assert_eq!(room.on(&running.server).size(), 1);
+    let _ = std::fs::remove_dir_all(&dir);
+}
