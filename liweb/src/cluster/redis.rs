@@ -74,10 +74,29 @@
 //! and publishing is queued for a task. While Redis is unreachable, publishes
 //! and shared-store operations fail; each failure goes to `tracing` and to
 //! the hook given to [`RedisAdapter::on_error`]. The command connection
-//! reconnects by itself; the subscriber task reconnects with backoff,
-//! subscribes to every topic its members need, and the heartbeat task
-//! writes this node's membership again (a restarted Redis has lost it).
-//! Messages published while a node was disconnected are not replayed.
+//! reconnects by itself; the subscriber task reconnects with backoff (at
+//! most 2 s between tries) and subscribes to every topic its members need;
+//! the heartbeat task writes this node's memberships and presence again
+//! when a heartbeat failed or found this node missing from the node set
+//! (a restarted Redis has lost them, however quick the restart).
+//!
+//! What an outage costs, precisely:
+//!
+//! - Members on the emitting node get every emit, during the outage too.
+//! - Room emits, broadcasts, state patches and presence events meant for
+//!   other nodes while Redis is unreachable, or while a node's subscriber
+//!   has not subscribed again, may be lost for those nodes: pub/sub keeps
+//!   nothing and nothing is replayed (the ones still waiting in the publish
+//!   queue when Redis returns are published late). What crosses still
+//!   crosses once and in order per sending node.
+//! - Cross-node delivery resumes once both nodes' subscribers are back,
+//!   within the backoff above after Redis accepts connections again.
+//! - Shared state operations fail with [`StateError::Backend`] during the
+//!   outage. A Redis restarted without persistence comes back empty: the
+//!   room state it held is gone; memberships and presence are written again
+//!   by every node within one heartbeat (a third of
+//!   [`RedisConfig::liveness_ttl`]), and until then cluster-wide reads
+//!   (`cluster_size`, `cluster_presence`) count fewer members.
 //!
 //! Redis in cluster mode is not supported (scripts touch keys they compute).
 
@@ -504,8 +523,11 @@ impl Node {
     }
 
     /// Writes the heartbeat; with `resync`, also every local membership
-    /// (after Redis came back, it may have lost them). Returns success.
-    async fn beat(&self, resync: bool) -> bool {
+    /// (after Redis came back, it may have lost them). Returns `None` on
+    /// failure, else whether this node had to be added to the node set
+    /// again: Redis lost it (a restart, even one quicker than a heartbeat)
+    /// or another node collected it as dead, and with it the memberships.
+    async fn beat(&self, resync: bool) -> Option<bool> {
         let mut conn = self.connection();
         let ttl = u64::try_from(self.config.liveness_ttl.as_millis()).unwrap_or(u64::MAX);
         let mut pipe = redis::pipe();
@@ -515,8 +537,7 @@ impl Node {
             .arg("PX")
             .arg(ttl.max(1))
             .ignore()
-            .sadd(&self.keys.nodes, self.id.to_string())
-            .ignore();
+            .sadd(&self.keys.nodes, self.id.to_string());
         if resync && let Some(deliver) = self.deliver.get() {
             for (room, members) in deliver.memberships() {
                 let key = self.keys.members(&room);
@@ -530,11 +551,11 @@ impl Node {
                 }
             }
         }
-        match pipe.query_async::<()>(&mut conn).await {
-            Ok(()) => true,
+        match pipe.query_async::<(u64,)>(&mut conn).await {
+            Ok((added,)) => Some(added == 1),
             Err(err) => {
                 self.report(command_error("heartbeat", &err));
-                false
+                None
             }
         }
     }
@@ -1083,10 +1104,21 @@ async fn heartbeat_task(node: Weak<Node>) {
     loop {
         ticks.tick().await;
         let Some(node) = node.upgrade() else { return };
-        let ok = node.beat(!healthy).await;
-        if ok && !healthy {
-            tracing::info!(node = %node.id, "Redis is back; membership written again");
-        }
+        let ok = match node.beat(!healthy).await {
+            // A Redis restarted between two heartbeats never failed one,
+            // but it has lost the memberships all the same.
+            Some(true) if healthy => {
+                tracing::info!(node = %node.id, "Redis lost this node; membership written again");
+                node.beat(true).await.is_some()
+            }
+            Some(_) => {
+                if !healthy {
+                    tracing::info!(node = %node.id, "Redis is back; membership written again");
+                }
+                true
+            }
+            None => false,
+        };
         healthy = ok;
         if ok && let Err(err) = node.collect_dead_nodes().await {
             node.report(command_error("collect dead nodes", &err));
