@@ -152,6 +152,10 @@ pub mod tcp;
 
 pub mod browser;
 
+#[doc(hidden)]
+#[path = "fuzz.rs"]
+pub mod __fuzz;
+
 #[cfg(feature = "typescript")]
 pub mod typescript;
 mod typescript_gate;

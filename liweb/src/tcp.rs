@@ -118,6 +118,10 @@ pub(crate) mod wire {
     pub(crate) struct WireCodec {
         lengths: LengthDelimitedCodec,
         max: usize,
+        /// Whether a length has been read whose frame has not: the inner
+        /// codec consumes the 4 length bytes first, so an input that ends
+        /// there leaves nothing behind to show it was cut.
+        in_frame: bool,
     }
 
     impl WireCodec {
@@ -126,7 +130,11 @@ pub(crate) mod wire {
                 .length_field_length(4)
                 .max_frame_length(max.saturating_add(1))
                 .new_codec();
-            Self { lengths, max }
+            Self {
+                lengths,
+                max,
+                in_frame: false,
+            }
         }
 
         pub(crate) fn write(&self, item: WireOut<'_>, dst: &mut BytesMut) -> io::Result<()> {
@@ -157,9 +165,16 @@ pub(crate) mod wire {
         type Error = FrameError;
 
         fn decode(&mut self, src: &mut BytesMut) -> Result<Option<WireFrame>, FrameError> {
+            let before = src.len();
             let frame = match self.lengths.decode(src) {
-                Ok(Some(frame)) => frame,
-                Ok(None) => return Ok(None),
+                Ok(Some(frame)) => {
+                    self.in_frame = false;
+                    frame
+                }
+                Ok(None) => {
+                    self.in_frame |= src.len() < before;
+                    return Ok(None);
+                }
                 Err(err)
                     if err.get_ref().is_some_and(|inner| {
                         inner.is::<tokio_util::codec::LengthDelimitedCodecError>()
@@ -174,16 +189,27 @@ pub(crate) mod wire {
                 return Err(FrameError::Malformed("empty frame".to_owned()));
             }
             let kind = frame.get_u8();
+            // Bodies the format does not allow are refused rather than
+            // dropped: a peer that sends them does not speak this protocol.
             Ok(Some(match kind {
                 HELLO => WireFrame::Hello(frame),
                 MESSAGE => WireFrame::Message(frame),
+                PING | PONG if !frame.is_empty() => {
+                    let name = if kind == PING { "PING" } else { "PONG" };
+                    return Err(FrameError::Malformed(format!("a {name} frame has no body")));
+                }
                 PING => WireFrame::Ping,
                 PONG => WireFrame::Pong,
                 CLOSE if frame.len() >= 2 => {
                     let code = frame.get_u16();
                     WireFrame::Close(Some((code, String::from_utf8_lossy(&frame).into_owned())))
                 }
-                CLOSE => WireFrame::Close(None),
+                CLOSE if frame.is_empty() => WireFrame::Close(None),
+                CLOSE => {
+                    return Err(FrameError::Malformed(
+                        "a CLOSE body is a 2-byte code and a reason".to_owned(),
+                    ));
+                }
                 other => {
                     return Err(FrameError::Malformed(format!(
                         "unknown frame kind {other:#04x}"
@@ -195,7 +221,7 @@ pub(crate) mod wire {
         fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<WireFrame>, FrameError> {
             match self.decode(src)? {
                 Some(frame) => Ok(Some(frame)),
-                None if src.is_empty() => Ok(None),
+                None if src.is_empty() && !self.in_frame => Ok(None),
                 None => Err(FrameError::Truncated),
             }
         }
@@ -656,7 +682,23 @@ mod tests {
             codec.decode_eof(&mut buf),
             Err(FrameError::Truncated)
         ));
+        // Between frames, the end of the stream is a clean end.
+        let mut codec = WireCodec::new(16);
         assert!(matches!(codec.decode_eof(&mut BytesMut::new()), Ok(None)));
+        let mut buf = written(WireOut::Ping);
+        assert!(matches!(
+            codec.decode_eof(&mut buf),
+            Ok(Some(WireFrame::Ping))
+        ));
+        assert!(matches!(codec.decode_eof(&mut buf), Ok(None)));
+        // Inside one, even right after its length, it is not.
+        let mut buf = BytesMut::from(&[0, 0, 0, 5][..]);
+        assert!(matches!(codec.decode(&mut buf), Ok(None)));
+        assert!(buf.is_empty());
+        assert!(matches!(
+            codec.decode_eof(&mut buf),
+            Err(FrameError::Truncated)
+        ));
     }
 
     #[test]

@@ -238,10 +238,12 @@ impl CodecKind {
     /// Whether a frame may be a reply (`__ack`), looked at without decoding
     /// it: a bincode frame starts with its event name; the other codecs'
     /// frames are searched for the name, which is cheaper than reading them.
+    /// JSON text may spell the name with `\u` escapes (`"\u005f_ack"`), so
+    /// text with an escape is a possible reply too.
     pub(crate) fn may_be_reply(self, frame: Input<'_>) -> bool {
         let name = ACK_EVENT.as_bytes();
         match frame {
-            Input::Text(text) => text.contains(ACK_EVENT),
+            Input::Text(text) => text.contains(ACK_EVENT) || text.contains("\\u"),
             // The header's first field: a one-byte length, then the name.
             #[cfg(feature = "bincode")]
             Input::Binary(bytes) if self == Self::Bincode => {
