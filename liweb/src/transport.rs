@@ -118,6 +118,13 @@ pub struct InboundFrame(pub(crate) InFrame);
 
 impl InboundFrame {
     /// A text frame.
+    #[cfg_attr(
+        not(feature = "ws"),
+        expect(
+            clippy::useless_conversion,
+            reason = "the transport's text type is `String` only without `ws`"
+        )
+    )]
     pub fn text(text: String) -> Self {
         Self(InFrame::Text(text.into()))
     }
