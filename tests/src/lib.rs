@@ -769,6 +769,27 @@ pub fn builder(recorder: &Recorder) -> ServerBuilder<TestIn, TestOut> {
         })
 }
 
+/// Serves `server` on the current runtime: WebSocket at `/ws` on one
+/// loopback port, TCP on another. Returns the two addresses.
+pub async fn serve<In: Events, Out: Events>(server: &Server<In, Out>) -> (SocketAddr, SocketAddr) {
+    let app = axum::Router::new().route("/ws", server.ws_route());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await
+        .unwrap();
+    });
+    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let tcp_addr = tcp.local_addr().unwrap();
+    let serving = server.clone();
+    tokio::spawn(async move { serving.serve_tcp(tcp).await.unwrap() });
+    (addr, tcp_addr)
+}
+
 /// A server running on a loopback port.
 #[derive(Debug)]
 pub struct Running {
@@ -803,21 +824,7 @@ impl Running {
         configure: impl FnOnce(ServerBuilder<TestIn, TestOut>) -> ServerBuilder<TestIn, TestOut>,
     ) -> Self {
         let server = configure(builder(&recorder)).build();
-        let app = axum::Router::new().route("/ws", server.ws_route());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move {
-            axum::serve(
-                listener,
-                app.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .await
-            .unwrap();
-        });
-        let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let tcp_addr = tcp.local_addr().unwrap();
-        let serving = server.clone();
-        tokio::spawn(async move { serving.serve_tcp(tcp).await.unwrap() });
+        let (addr, tcp_addr) = serve(&server).await;
         Self {
             server,
             addr,

@@ -247,21 +247,7 @@ impl Soaked {
                         .set_presence_events(true);
                 }
             }
-            let app = axum::Router::new().route("/ws", server.ws_route());
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let addr = listener.local_addr().unwrap();
-            tokio::spawn(async move {
-                axum::serve(
-                    listener,
-                    app.into_make_service_with_connect_info::<SocketAddr>(),
-                )
-                .await
-                .unwrap();
-            });
-            let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let tcp_addr = tcp.local_addr().unwrap();
-            let serving = server.clone();
-            tokio::spawn(async move { serving.serve_tcp(tcp).await.unwrap() });
+            let (addr, tcp_addr) = liweb_tests::serve(&server).await;
             (server, addr, tcp_addr)
         });
         Self {
