@@ -2,8 +2,6 @@
 //! `cargo test` covers them without cargo-fuzz. Each test names the target
 //! that found its input.
 
-use std::net::SocketAddr;
-
 use futures_util::{SinkExt, StreamExt};
 use liweb::{
     __fuzz::{
@@ -172,17 +170,7 @@ async fn ask(conn: Conn<AskOut>) -> Result<(), liweb::EmitError> {
 #[tokio::test]
 async fn m14_an_escaped_reply_reaches_the_handler_waiting_for_it() {
     let server = Server::<AskIn, AskOut>::builder().handler(ask).build();
-    let app = axum::Router::new().route("/ws", server.ws_route());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .await
-        .unwrap();
-    });
+    let (addr, _tcp_addr) = liweb_tests::serve(&server).await;
     let (mut socket, _) = tokio::time::timeout(
         WAIT,
         tokio_tungstenite::connect_async(format!("ws://{addr}/ws")),
