@@ -55,10 +55,9 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 use crate::{
     codec::{CodecKind, Frame, RawPayload},
-    conn::{Conn, ConnInner, ConnMeta},
-    error::{DecodeError, EncodeError, ExtractError, panic_message},
-    event::{Events, PayloadDecoder},
-    extract::{ConnParts, FromConnParts},
+    conn::{Authenticated, ConnInner, meta::ConnMeta},
+    error::{DecodeError, EncodeError, panic_message},
+    event::PayloadDecoder,
     presence::PresenceKey,
     protocol::{AUTH_ERROR, AUTH_SUCCESS, CloseCode},
 };
@@ -99,33 +98,6 @@ impl AuthUser for SecretUser {
 /// it) when the server has no auth or its user type is not `U`.
 #[derive(Debug, Clone)]
 pub struct User<U>(pub U);
-
-/// What the connection's typed data holds once authenticated.
-#[derive(Clone)]
-pub(crate) struct Authenticated<U>(pub(crate) U);
-
-impl<In: Events, Out: Events, U: AuthUser> FromConnParts<In, Out> for User<U> {
-    fn from_conn_parts(parts: &ConnParts<'_, In, Out>) -> Result<Self, ExtractError> {
-        parts
-            .conn()
-            .data::<Authenticated<U>>()
-            .map(|user| User(user.0))
-            .ok_or_else(|| {
-                ExtractError::custom(format!(
-                    "no authenticated user of type `{}` (is `ServerBuilder::auth` set with this user type?)",
-                    std::any::type_name::<U>()
-                ))
-            })
-    }
-}
-
-impl<Out: Events> Conn<Out> {
-    /// The authenticated user of this connection, if the server has auth and
-    /// its user type is `U`.
-    pub fn user<U: AuthUser>(&self) -> Option<U> {
-        self.data::<Authenticated<U>>().map(|user| user.0)
-    }
-}
 
 /// Why authentication failed; the reason string is what `auth:error` carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -177,14 +149,6 @@ pub struct AuthFailure {
     pub reason: AuthReason,
     /// Why, for the server's logs.
     pub detail: Option<String>,
-}
-
-impl<In: Events, Out: Events> FromConnParts<In, Out> for AuthFailure {
-    fn from_conn_parts(parts: &ConnParts<'_, In, Out>) -> Result<Self, ExtractError> {
-        parts.auth_failure.cloned().ok_or_else(|| {
-            ExtractError::custom("`AuthFailure` is only available in `on_auth_error`")
-        })
-    }
 }
 
 /// The `auth:error` payload.

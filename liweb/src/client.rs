@@ -392,7 +392,7 @@ impl<Rx: Events, Tx: Events> Client<Rx, Tx> {
             frame,
             commands: self.commands.clone(),
             shared: Arc::clone(&self.shared),
-            timeout: crate::ack::DEFAULT_REQUEST_TIMEOUT,
+            timeout: crate::conn::request::DEFAULT_REQUEST_TIMEOUT,
             _reply: PhantomData,
         }
     }

@@ -122,33 +122,32 @@
 #[allow(unused_extern_crates)]
 extern crate self as liweb;
 
-mod ack;
+// The layers, top to bottom (docs/ARCHITECTURE.md): a module imports only
+// modules below it, but for the server ↔ handler ↔ middleware core.
+pub mod auth;
 pub mod cluster;
 mod codec;
 mod conn;
+mod dispatch;
 mod error;
 mod event;
-mod extract;
 mod handler;
-mod hooks;
-mod protocol;
-mod room;
-mod server;
-pub mod transport;
-
-pub mod auth;
 pub mod middleware;
 pub mod presence;
+mod protocol;
+mod request;
+mod room;
+mod server;
+mod session;
 pub mod state;
-
-#[cfg(feature = "ws")]
-mod ws;
+pub mod transport;
+mod util;
 
 #[cfg(feature = "client")]
 pub mod client;
 
 #[cfg(feature = "tcp")]
-pub mod tcp;
+pub use crate::transport::tcp;
 
 pub mod browser;
 
@@ -160,25 +159,35 @@ pub mod __fuzz;
 pub mod typescript;
 mod typescript_gate;
 
-pub use crate::ack::{Ack, MultiRequest, Replies, Request, RequestError};
 #[cfg(feature = "bincode")]
 pub use crate::codec::{BincodeCodec, BincodePayload};
 pub use crate::codec::{Codec, CodecKind, Decoded, Input, JsonCodec, JsonPayload, RawPayload};
 #[cfg(feature = "msgpack")]
 pub use crate::codec::{MsgPackCodec, MsgPackPayload};
-pub use crate::conn::{Conn, ConnId, ConnMeta, ConnMetaBuilder, DisconnectReason, Transport};
+pub use crate::conn::{
+    Conn, ConnId, DisconnectReason,
+    meta::{ConnMeta, ConnMetaBuilder, Transport},
+    request::{Request, RequestError},
+};
 #[doc(hidden)]
 pub use crate::conn::{Empty, Outgoing};
 pub use crate::error::{DecodeError, EmitError, EncodeError, ExtractError, HandlerError};
 pub use crate::event::{EventKey, Events, PayloadDecoder};
-pub use crate::extract::{ConnParts, FromConnParts, FromEvent, State};
 pub use crate::handler::{
-    Handler, HandlerFuture, HandlerList, Hook, HookFuture, IntoHandlerResult,
+    Handler, HandlerFuture, HandlerList, IntoHandlerResult,
+    ack::Ack,
+    extract::{ConnParts, FromConnParts, FromEvent, State},
+    hook::{Hook, HookFuture},
 };
-pub use crate::hooks::ErrorReport;
 pub use crate::protocol::{CloseCode, ErrorCode, ErrorPayload};
-pub use crate::room::{Channel, JoinError, JoinRejected, Room, RoomDefaults, Rooms};
-pub use crate::server::{Config, Server, ServerBuilder, Stats, UpgradeRejection};
+pub use crate::request::{MultiRequest, Replies};
+pub use crate::room::{Channel, JoinError, JoinRejected, Room, RoomDefaults, Rooms, key::RoomKey};
+pub use crate::server::{
+    Server,
+    builder::ServerBuilder,
+    config::{Config, Stats, UpgradeRejection},
+    hooks::ErrorReport,
+};
 
 /// Derives [`Events`] for an enum of events; see the [crate docs](crate).
 ///
@@ -273,10 +282,12 @@ pub mod prelude {
 #[doc(hidden)]
 pub mod __private {
     //! Items the macros expand to. Not public API.
-    pub use crate::ack::Outcome;
-    pub use crate::extract::{EventParts, ViaParts, ViaPayload};
     pub use crate::handler::{
-        Call, Guard, GuardFuture, HandlerEvent, HandlerTag, assert_exhaustive, start_guard,
+        Call, HandlerEvent, HandlerTag,
+        ack::Outcome,
+        assert_exhaustive,
+        extract::{EventParts, ViaParts, ViaPayload},
+        hook::{Guard, GuardFuture, start_guard},
     };
     pub use crate::{__liweb_ts_events as ts_events, __liweb_ts_struct as ts_struct};
     pub use serde;

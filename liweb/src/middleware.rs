@@ -30,9 +30,8 @@
 //! out: the event is then dropped (a request gets an error reply with code
 //! `rejected`), and the policy says what else happens.
 //!
-//! With middleware, the event's envelope is read twice (once to route it
-//! through the chain, once by the handlers); without any, never more than
-//! once.
+//! An event's envelope is read once, when it arrives; the payload is
+//! decoded once, by the handlers, straight from the frame.
 
 use std::{
     fmt,
@@ -42,18 +41,23 @@ use std::{
         Arc,
         atomic::{AtomicBool, Ordering},
     },
-    task::Poll,
     time::Duration,
 };
 
 use crate::{
-    ack::AckSlot,
-    codec::InFrame,
+    codec::incoming::Incoming,
     conn::{Conn, ConnId},
     error::BoxError,
     event::Events,
+    handler::ack::AckSlot,
     server::Server,
 };
+
+/// The rest of a middleware chain from a position: set by `dispatch`, which
+/// runs the chain, so that this module need not know how events are
+/// dispatched.
+pub(crate) type Rest<In, Out> =
+    for<'a> fn(&'a Server<In, Out>, usize, Envelope<Out>) -> BoxFuture<'a, ()>;
 
 /// One inbound event on its way through the middleware chain.
 pub struct Envelope<Out> {
@@ -61,7 +65,7 @@ pub struct Envelope<Out> {
     pub(crate) index: usize,
     pub(crate) event: &'static str,
     pub(crate) ack: Option<Arc<AckSlot>>,
-    pub(crate) frame: InFrame,
+    pub(crate) incoming: Incoming,
 }
 
 impl<Out: Events> Envelope<Out> {
@@ -87,10 +91,7 @@ impl<Out: Events> Envelope<Out> {
 
     /// The size of the frame the event came in, in bytes.
     pub fn frame_len(&self) -> usize {
-        match &self.frame {
-            InFrame::Text(text) => text.len(),
-            InFrame::Binary(bytes) => bytes.len(),
-        }
+        self.incoming.len()
     }
 }
 
@@ -110,6 +111,7 @@ pub struct Next<In, Out> {
     pub(crate) position: usize,
     /// Set when this step passes the event on, which stops its timeout.
     pub(crate) passed: Option<Arc<AtomicBool>>,
+    pub(crate) rest: Rest<In, Out>,
 }
 
 impl<In, Out> fmt::Debug for Next<In, Out> {
@@ -126,7 +128,7 @@ impl<In: Events, Out: Events> Next<In, Out> {
         if let Some(passed) = &self.passed {
             passed.store(true, Ordering::Release);
         }
-        self.server.run_chain(self.position, envelope).await;
+        (self.rest)(&self.server, self.position, envelope).await;
     }
 }
 
@@ -216,7 +218,7 @@ impl MiddlewareOptions {
     }
 }
 
-type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// A middleware function; implemented for async functions of an
 /// [`Envelope`] and a [`Next`] that return `Result<(), E>`.
@@ -226,8 +228,11 @@ type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 )]
 pub trait Middleware<In, Out>: Send + Sync + 'static {
     /// Runs the step.
-    fn call(&self, envelope: Envelope<Out>, next: Next<In, Out>)
-    -> BoxFuture<Result<(), BoxError>>;
+    fn call(
+        &self,
+        envelope: Envelope<Out>,
+        next: Next<In, Out>,
+    ) -> BoxFuture<'static, Result<(), BoxError>>;
 }
 
 impl<In, Out, F, Fut, E> Middleware<In, Out> for F
@@ -242,7 +247,7 @@ where
         &self,
         envelope: Envelope<Out>,
         next: Next<In, Out>,
-    ) -> BoxFuture<Result<(), BoxError>> {
+    ) -> BoxFuture<'static, Result<(), BoxError>> {
         let future = self(envelope, next);
         Box::pin(async move { future.await.map_err(Into::into) })
     }
@@ -252,26 +257,4 @@ where
 pub(crate) struct Step<In, Out> {
     pub(crate) middleware: Box<dyn Middleware<In, Out>>,
     pub(crate) options: MiddlewareOptions,
-}
-
-/// Runs `future` until it ends or, when `passed` is not set within
-/// `timeout`, gives up on it.
-pub(crate) async fn until_passed<T>(
-    future: impl Future<Output = T>,
-    passed: &AtomicBool,
-    timeout: Duration,
-) -> Option<T> {
-    let sleep = tokio::time::sleep(timeout);
-    tokio::pin!(future);
-    tokio::pin!(sleep);
-    std::future::poll_fn(|cx| {
-        if let Poll::Ready(output) = future.as_mut().poll(cx) {
-            return Poll::Ready(Some(output));
-        }
-        if !passed.load(Ordering::Acquire) && sleep.as_mut().poll(cx).is_ready() {
-            return Poll::Ready(None);
-        }
-        Poll::Pending
-    })
-    .await
 }

@@ -48,61 +48,16 @@
 use std::{
     collections::HashMap,
     fmt,
-    future::Future,
-    pin::Pin,
     sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock},
 };
 
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use serde_json::{Map, Number, Value};
 
-/// A boxed, sendable future, as returned by [`StateStore`] methods.
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+pub use crate::{room::key::RoomKey, util::BoxFuture};
 
 /// Called with every patch a [`RoomState`] applies successfully.
 pub type ChangeListener = Arc<dyn Fn(&RoomKey, &StatePatch) + Send + Sync>;
-
-/// Which room a state belongs to.
-///
-/// ```
-/// use liweb::state::RoomKey;
-///
-/// let key = RoomKey::new("chat", "lobby");
-/// assert_eq!(key.channel(), "chat");
-/// assert_eq!(key.room(), "lobby");
-/// assert_eq!(key.to_string(), "chat/lobby");
-/// ```
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct RoomKey {
-    channel: Arc<str>,
-    room: Arc<str>,
-}
-
-impl RoomKey {
-    /// The room `room` of channel `channel`.
-    pub fn new(channel: impl Into<Arc<str>>, room: impl Into<Arc<str>>) -> Self {
-        Self {
-            channel: channel.into(),
-            room: room.into(),
-        }
-    }
-
-    /// The channel the room belongs to.
-    pub fn channel(&self) -> &str {
-        &self.channel
-    }
-
-    /// The room's name within its channel.
-    pub fn room(&self) -> &str {
-        &self.room
-    }
-}
-
-impl fmt::Display for RoomKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.channel, self.room)
-    }
-}
 
 /// Why a state operation failed; a failed operation changed nothing.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

@@ -75,7 +75,6 @@ use crate::{
     state::{BoxFuture, RoomKey, StateStore},
 };
 
-pub(crate) mod local;
 #[cfg(feature = "redis")]
 mod redis;
 

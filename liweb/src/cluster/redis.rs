@@ -325,28 +325,21 @@ impl RedisAdapter {
         Arc::clone(&self.node) as Arc<dyn Link>
     }
 
+    /// What a server built with this adapter takes from it.
+    pub(crate) fn into_parts(self) -> super::Parts {
+        let state: Arc<dyn StateStore> = Arc::new(self.state_store());
+        let link = self.link();
+        super::Parts {
+            link,
+            state,
+            attach: Box::new(move |deliver| self.attach(deliver)),
+        }
+    }
+
     pub(crate) fn attach(&self, deliver: Arc<dyn Deliver>) {
         if self.node.deliver.set(deliver).is_err() {
             tracing::error!("a Redis adapter serves one server; it was attached twice");
         }
-    }
-}
-
-impl<In: crate::Events, Out: crate::Events> crate::ServerBuilder<In, Out> {
-    /// Makes the server a node of a cluster sharing rooms over Redis: room
-    /// emits, multi-room emits, broadcasts, state (unless
-    /// [`state_store`](Self::state_store) sets another store), presence and
-    /// membership are shared with every server built with an adapter on the
-    /// same Redis and prefix. See [`crate::cluster`].
-    pub fn adapter(mut self, adapter: RedisAdapter) -> Self {
-        let state: Arc<dyn StateStore> = Arc::new(adapter.state_store());
-        let link = adapter.link();
-        self.cluster = Some(super::Parts {
-            link,
-            state,
-            attach: Box::new(move |deliver| adapter.attach(deliver)),
-        });
-        self
     }
 }
 

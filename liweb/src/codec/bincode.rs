@@ -7,7 +7,7 @@ use std::borrow::Cow;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
-use super::{Codec, Decoded, Input};
+use super::format::{Codec, Decoded, Input};
 use crate::{
     error::{DecodeError, EncodeError},
     event::PayloadDecoder,
@@ -49,6 +49,11 @@ impl<'a> BincodePayload<'a> {
     /// Wraps the bytes of one bincode value.
     pub fn new(bytes: &'a [u8]) -> Self {
         Self(bytes)
+    }
+
+    /// The encoded bytes.
+    pub(crate) fn as_bytes(&self) -> &'a [u8] {
+        self.0
     }
 }
 

@@ -6,7 +6,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use serde_json::value::RawValue;
 
-use super::{Codec, Decoded, Input};
+use super::format::{Codec, Decoded, Input};
 use crate::{
     error::{DecodeError, EncodeError},
     event::PayloadDecoder,
@@ -23,7 +23,7 @@ pub struct JsonCodec;
 
 /// A JSON payload, borrowed from its frame.
 #[derive(Debug, Clone, Copy)]
-pub struct JsonPayload<'a>(&'a RawValue);
+pub struct JsonPayload<'a>(&'a str);
 
 impl PayloadDecoder for JsonPayload<'_> {
     type Error = DecodeError;
@@ -31,8 +31,8 @@ impl PayloadDecoder for JsonPayload<'_> {
     fn decode<T: DeserializeOwned>(self) -> Result<T, DecodeError> {
         // Tracking the field path costs on every value, so the path is only
         // worked out, by decoding again, for a payload that failed.
-        serde_json::from_str(self.0.get()).map_err(|err| {
-            let mut de = serde_json::Deserializer::from_str(self.0.get());
+        serde_json::from_str(self.0).map_err(|err| {
+            let mut de = serde_json::Deserializer::from_str(self.0);
             match serde_path_to_error::deserialize::<_, T>(&mut de) {
                 Err(err) => DecodeError::payload(err),
                 // Cannot happen (the same bytes, the same type); keep the
@@ -82,9 +82,9 @@ impl Codec for JsonCodec {
         let payload = envelope.payload.unwrap_or_else(|| null());
         Ok(Decoded {
             event: envelope.event,
-            payload: JsonPayload(payload),
+            payload: JsonPayload(payload.get()),
             ack: envelope.ack,
-            error: envelope.error.map(JsonPayload),
+            error: envelope.error.map(|error| JsonPayload(error.get())),
         })
     }
 
@@ -131,6 +131,17 @@ fn null() -> &'static RawValue {
 impl<'a> JsonPayload<'a> {
     /// Wraps a raw JSON value.
     pub fn new(raw: &'a RawValue) -> Self {
-        Self(raw)
+        Self(raw.get())
+    }
+
+    /// A payload from JSON text already known to be one valid value (a
+    /// part of a frame whose envelope was read).
+    pub(crate) fn from_json_text(json: &'a str) -> Self {
+        Self(json)
+    }
+
+    /// The JSON text.
+    pub(crate) fn as_str(&self) -> &'a str {
+        self.0
     }
 }

@@ -6,7 +6,7 @@ use std::borrow::Cow;
 use bytes::Bytes;
 use serde::{Serialize, de::DeserializeOwned};
 
-use super::{Codec, Decoded, Input};
+use super::format::{Codec, Decoded, Input};
 use crate::{
     error::{DecodeError, EncodeError},
     event::PayloadDecoder,
@@ -32,10 +32,15 @@ impl<'a> MsgPackPayload<'a> {
     pub fn new(bytes: &'a [u8]) -> Self {
         Self(bytes)
     }
+
+    /// The encoded bytes.
+    pub(crate) fn as_bytes(&self) -> &'a [u8] {
+        self.0
+    }
 }
 
 /// MessagePack `nil`: the payload of a frame that has none.
-const NIL: &[u8] = &[0xc0];
+pub(super) const NIL: &[u8] = &[0xc0];
 
 impl PayloadDecoder for MsgPackPayload<'_> {
     type Error = DecodeError;

@@ -1,26 +1,29 @@
-//! The receiving end of a node: messages from other nodes reach the local
-//! connections they are for.
+//! The receiving end of a cluster node: messages from other nodes reach the
+//! local connections they are for (room emits, broadcasts, requests and
+//! their replies, disconnects).
+//!
+//! It lives beside the server rather than in `dispatch`: the builder
+//! attaches it to the adapter when it builds the server, and nothing here
+//! runs handlers.
 
-use std::sync::{Arc, Weak};
+use std::{
+    sync::{Arc, Weak},
+    time::Duration,
+};
 
 use bytes::Bytes;
-
-use std::time::Duration;
-
 use uuid::Uuid;
 
-use super::{Deliver, Message, Target};
+use super::{Inner, Server};
 use crate::{
+    cluster::{Deliver, Message, Target},
     codec::{CodecKind, EncodeOnce, Frame, RawPayload},
     conn::ConnId,
     error::EncodeError,
-    event::Events,
-    event::PayloadDecoder,
+    event::{Events, PayloadDecoder},
     presence::PresenceRecord,
-    protocol::CloseCode,
     protocol::{ErrorCode, ErrorPayload},
-    server::{Inner, Server},
-    state::RoomKey,
+    room::key::RoomKey,
 };
 
 /// Hands the adapter the way into `server`.
@@ -29,45 +32,6 @@ pub(crate) fn attach<In: Events, Out: Events>(
     attach: Box<dyn FnOnce(Arc<dyn Deliver>) + Send>,
 ) {
     attach(Arc::new(LocalNode::new(Arc::downgrade(&server.inner))));
-}
-
-impl<In: Events, Out: Events> Server<In, Out> {
-    /// A broadcast to local connections, then published to the other nodes.
-    pub(crate) fn broadcast_cluster(
-        &self,
-        event: &Out,
-        except: Option<ConnId>,
-    ) -> Result<usize, EncodeError> {
-        let mut frames = EncodeOnce::new(|codec| codec.encode(event));
-        // Other nodes still get it when a codec used here cannot encode it.
-        let local = self.deliver_local(&mut frames, |conn| Some(conn.id()) != except);
-        if let Some(cluster) = &self.inner.rooms.cluster {
-            let frame = frames.get(CodecKind::Json)?.clone();
-            cluster.publish(Message::Broadcast {
-                except,
-                frame: frame.into_bytes(),
-            });
-        }
-        local
-    }
-
-    /// Closes the connection `id` with a code and a reason, wherever it is:
-    /// on this node at once (`true`); otherwise, in a cluster, the node
-    /// holding it closes it when the request arrives (`false`, as for an
-    /// unknown connection, since no node answers).
-    pub fn disconnect(&self, id: ConnId, code: CloseCode, reason: &str) -> bool {
-        if let Some(conn) = self.get(id) {
-            return conn.close(code, reason);
-        }
-        if let Some(cluster) = &self.inner.rooms.cluster {
-            cluster.publish(Message::Disconnect {
-                conn: id,
-                code,
-                reason: reason.to_owned(),
-            });
-        }
-        false
-    }
 }
 
 impl<In: Events, Out: Events> Server<In, Out> {

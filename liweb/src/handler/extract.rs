@@ -6,11 +6,15 @@
 //! macro can ask for every argument the same way; the marker type `M` lets
 //! the compiler pick the right one per argument.
 
+use super::{
+    Call,
+    ack::{Ack, AckSlot},
+};
 use crate::{
-    conn::{Conn, ConnId, ConnMeta, DisconnectReason},
+    auth::{AuthFailure, AuthUser, User},
+    conn::{Authenticated, Conn, ConnId, DisconnectReason, meta::ConnMeta},
     error::ExtractError,
     event::{EventKey, Events, PayloadDecoder},
-    handler::Call,
     server::Server,
 };
 
@@ -21,8 +25,8 @@ pub struct ConnParts<'a, In, Out> {
     pub(crate) server: &'a Server<In, Out>,
     pub(crate) conn: &'a Conn<Out>,
     pub(crate) reason: Option<&'a DisconnectReason>,
-    pub(crate) ack: Option<&'a std::sync::Arc<crate::ack::AckSlot>>,
-    pub(crate) auth_failure: Option<&'a crate::auth::AuthFailure>,
+    pub(crate) ack: Option<&'a std::sync::Arc<AckSlot>>,
+    pub(crate) auth_failure: Option<&'a AuthFailure>,
 }
 
 impl<'a, In: Events, Out: Events> ConnParts<'a, In, Out> {
@@ -205,6 +209,35 @@ impl<In: Events, Out: Events, T: Clone + Send + Sync + 'static> FromConnParts<In
             .state::<T>()
             .map(State)
             .ok_or(ExtractError::MissingState(std::any::type_name::<T>()))
+    }
+}
+
+impl<In: Events, Out: Events, U: AuthUser> FromConnParts<In, Out> for User<U> {
+    fn from_conn_parts(parts: &ConnParts<'_, In, Out>) -> Result<Self, ExtractError> {
+        parts
+            .conn()
+            .data::<Authenticated<U>>()
+            .map(|user| User(user.0))
+            .ok_or_else(|| {
+                ExtractError::custom(format!(
+                    "no authenticated user of type `{}` (is `ServerBuilder::auth` set with this user type?)",
+                    std::any::type_name::<U>()
+                ))
+            })
+    }
+}
+
+impl<In: Events, Out: Events> FromConnParts<In, Out> for AuthFailure {
+    fn from_conn_parts(parts: &ConnParts<'_, In, Out>) -> Result<Self, ExtractError> {
+        parts.auth_failure.cloned().ok_or_else(|| {
+            ExtractError::custom("`AuthFailure` is only available in `on_auth_error`")
+        })
+    }
+}
+
+impl<In: Events, Out: Events> FromConnParts<In, Out> for Ack {
+    fn from_conn_parts(parts: &ConnParts<'_, In, Out>) -> Result<Self, ExtractError> {
+        Ok(Ack::new(parts.ack.cloned()))
     }
 }
 

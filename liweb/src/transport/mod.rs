@@ -70,83 +70,21 @@
 
 use std::fmt;
 
-use bytes::Bytes;
 use futures_util::{Sink, Stream};
 
-pub use crate::codec::Frame;
+pub use self::item::{Frame, Inbound, InboundFrame, Outbound};
 use crate::{
-    codec::InFrame,
-    conn::{self, ConnMeta},
+    conn::meta::ConnMeta,
     event::Events,
-    protocol::CloseCode,
-    server::{LiveSlot, Server},
+    server::{Server, live::LiveSlot},
+    session,
 };
 
-/// One item a transport hands over to its connection: what the peer sent,
-/// already reduced to what liweb needs.
-#[derive(Debug)]
-#[non_exhaustive]
-pub enum Inbound {
-    /// A data frame holding one message.
-    Frame(InboundFrame),
-    /// The peer's close, with its code and reason if it gave them.
-    Close(Option<(CloseCode, String)>),
-    /// The answer to a heartbeat ping ([`Outbound::Ping`]).
-    Pong,
-    /// A protocol violation: the connection is closed with this code and
-    /// reason, and nothing more is read.
-    Error(CloseCode, String),
-    /// The transport broke (reset, I/O error); nothing more can be sent.
-    Reset(String),
-}
-
-/// What a connection asks its transport to write.
-#[derive(Debug)]
-#[non_exhaustive]
-pub enum Outbound {
-    /// One message, encoded in the connection's codec.
-    Frame(Frame),
-    /// A heartbeat ping; the peer answers with a pong ([`Inbound::Pong`]).
-    Ping,
-    /// A close with a code and a reason (at most 123 bytes); the last item.
-    Close(CloseCode, String),
-}
-
-/// An inbound data frame: one message, text or binary.
-#[derive(Debug, Clone)]
-pub struct InboundFrame(pub(crate) InFrame);
-
-impl InboundFrame {
-    /// A text frame.
-    #[cfg_attr(
-        not(feature = "ws"),
-        expect(
-            clippy::useless_conversion,
-            reason = "the transport's text type is `String` only without `ws`"
-        )
-    )]
-    pub fn text(text: String) -> Self {
-        Self(InFrame::Text(text.into()))
-    }
-
-    /// A text frame from bytes, checked as UTF-8 (without copying them when
-    /// the `ws` feature is on); `None` when they are not UTF-8.
-    pub fn text_from_utf8(bytes: Bytes) -> Option<Self> {
-        crate::codec::text_from_bytes(bytes)
-            .ok()
-            .map(|text| Self(InFrame::Text(text)))
-    }
-
-    /// A binary frame.
-    pub fn binary(bytes: Bytes) -> Self {
-        Self(InFrame::Binary(bytes))
-    }
-
-    /// Whether it is a text frame.
-    pub fn is_text(&self) -> bool {
-        self.0.is_text()
-    }
-}
+pub(crate) mod item;
+#[cfg(feature = "tcp")]
+pub mod tcp;
+#[cfg(feature = "ws")]
+pub(crate) mod ws;
 
 /// Why [`Server::admit`] refused a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -186,7 +124,7 @@ impl<In: Events, Out: Events> Admission<In, Out> {
         W: Sink<Outbound> + Unpin + Send + 'static,
     {
         let Self { server, slot } = self;
-        conn::run(server, meta, reader, writer).await;
+        session::run(server, meta, reader, writer).await;
         drop(slot);
     }
 }

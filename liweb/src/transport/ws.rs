@@ -22,11 +22,11 @@ use tokio_tungstenite::tungstenite;
 
 use crate::{
     codec::{CodecKind, Frame, FrameData, InFrame},
-    conn::{self, ConnMeta, Transport},
+    conn::meta::{ConnMeta, Transport},
     event::Events,
     protocol::CloseCode,
     server::Server,
-    transport::{Inbound, InboundFrame, Outbound},
+    transport::item::{Inbound, InboundFrame, Outbound},
 };
 
 fn refuse(status: StatusCode, message: &str) -> Response {
@@ -69,14 +69,13 @@ impl<In: Events, Out: Events> Server<In, Out> {
             Ok(upgrade) => upgrade,
             Err(rejection) => return rejection.into_response(),
         };
+        // The place is taken first, as TCP does, and given back when the
+        // connection ends or when the upgrade never completes.
+        let admission = match self.admit() {
+            Ok(admission) => admission,
+            Err(refused) => return refuse(StatusCode::SERVICE_UNAVAILABLE, &refused.to_string()),
+        };
         let stats = &self.inner.stats;
-        if self.is_shutting_down() {
-            stats.rejected_shutdown.fetch_add(1, Ordering::Relaxed);
-            return refuse(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "the server is shutting down",
-            );
-        }
         if let (Some(allowed), Some(origin)) = (
             &self.config().allowed_origins,
             parts.headers.get(http::header::ORIGIN),
@@ -114,16 +113,9 @@ impl<In: Events, Out: Events> Server<In, Out> {
             Transport::WebSocket,
             codec.unwrap_or_default(),
         );
-        if let Some(rejection) = self.run_upgrade_hook(&meta).await {
+        if let Err(rejection) = self.check_upgrade(&meta).await {
             return refuse(rejection.status, &rejection.message);
         }
-        // The place is taken before the upgrade and given back when the
-        // connection ends, or when the upgrade never completes.
-        let Some(slot) = self.inner.live.acquire(self.config().max_connections) else {
-            stats.rejected_full.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!("upgrade refused: connection limit reached");
-            return refuse(StatusCode::SERVICE_UNAVAILABLE, "too many connections");
-        };
         let config = self.config();
         // Answering with the chosen subprotocol; a client that asked for
         // none gets none, as before codecs could be chosen.
@@ -136,8 +128,9 @@ impl<In: Events, Out: Events> Server<In, Out> {
             .max_message_size(config.max_frame_size)
             .max_frame_size(config.max_frame_size)
             .on_upgrade(move |socket| async move {
-                run_socket(self, meta, socket).await;
-                drop(slot);
+                let (sink, stream) = socket.split();
+                let reader = stream.filter_map(|item| ready(inbound(item)));
+                admission.run(meta, reader, Writer(sink)).await;
             })
     }
 }
@@ -174,16 +167,6 @@ fn supported() -> String {
         .map(|codec| codec.subprotocol())
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-async fn run_socket<In: Events, Out: Events>(
-    server: Server<In, Out>,
-    meta: ConnMeta,
-    socket: WebSocket,
-) {
-    let (sink, stream) = socket.split();
-    let reader = stream.filter_map(|item| ready(inbound(item)));
-    conn::run(server, meta, reader, Writer(sink)).await;
 }
 
 /// The socket's sending half, taking liweb's outbound items. A plain

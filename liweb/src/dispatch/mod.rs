@@ -1,0 +1,155 @@
+//! Inbound: one frame from a connection to the handlers of its event.
+//!
+//! The envelope is decoded once here: a reply (`__ack`) resolves its
+//! request, `__auth` runs the authentication flow, anything else is gated
+//! on authentication, named by `index_of`, and goes through the middleware
+//! chain (if any) to the handlers.
+
+pub(crate) mod auth;
+mod chain;
+mod handlers;
+pub(crate) mod reply;
+
+use std::{panic::AssertUnwindSafe, sync::Arc};
+
+use self::reply::answer;
+use crate::{
+    auth as strategies,
+    codec::{CodecKind, InFrame, incoming::Incoming},
+    conn::{Conn, request},
+    error::{HandlerError, panic_message},
+    event::Events,
+    handler::ack::AckSlot,
+    middleware::Envelope,
+    protocol::{ACK_EVENT, AUTH_EVENT, ErrorCode},
+    server::Server,
+};
+
+impl<In: Events, Out: Events> Server<In, Out> {
+    /// Dispatches one text frame as if `conn` had sent it; for benchmarks.
+    #[doc(hidden)]
+    pub async fn dispatch_text(&self, conn: &Conn<Out>, text: &'static str) {
+        let codec = conn.meta().codec();
+        if let Some(arrival) = arrive(conn, codec, InFrame::from_static(text)) {
+            dispatch(self, conn, arrival).await;
+        }
+    }
+}
+
+/// A frame as it waits for its turn: its envelope read, or why it could not
+/// be (answered in turn, so errors keep their place among the replies).
+#[derive(Debug)]
+pub(crate) enum Arrival {
+    /// An event (or `__auth`) to dispatch.
+    Event(Incoming),
+    /// A frame that is not an envelope of the connection's codec.
+    Bad(ErrorCode, String),
+}
+
+/// Reads the envelope of a frame that just arrived, once. A reply
+/// (`__ack`) is handed to its request at once, not queued behind the
+/// handler that may be waiting for it: `None`. Anything else waits for its
+/// turn in arrival order.
+pub(crate) fn arrive<Out: Events>(
+    conn: &Conn<Out>,
+    codec: CodecKind,
+    frame: InFrame,
+) -> Option<Arrival> {
+    let text = frame.is_text();
+    if text != codec.is_text() {
+        let message = if text {
+            "text frames are not accepted on a binary connection"
+        } else {
+            "binary frames are not accepted on a JSON connection"
+        };
+        return Some(Arrival::Bad(
+            ErrorCode::UnsupportedFrame,
+            message.to_owned(),
+        ));
+    }
+    let incoming = match Incoming::decode(codec, frame) {
+        Ok(incoming) => incoming,
+        Err(err) => return Some(Arrival::Bad(ErrorCode::BadFrame, err.to_string())),
+    };
+    if incoming.event() != ACK_EVENT {
+        return Some(Arrival::Event(incoming));
+    }
+    match incoming.ack() {
+        Some(id) => request::resolve(&conn.inner, id, incoming.payload(), incoming.error()),
+        None => conn.send_error(
+            ErrorCode::BadFrame,
+            "`__ack` needs the `ack` id of the request it answers".to_owned(),
+            Some(ACK_EVENT),
+        ),
+    }
+    None
+}
+
+/// Runs one event that arrived: `__auth` through the authentication flow,
+/// any other through the gate, the middleware chain and the handlers of its
+/// event in registration order. Bad input is answered with an `error` event
+/// (or, for a request, an error reply).
+pub(crate) async fn dispatch<In: Events, Out: Events>(
+    server: &Server<In, Out>,
+    conn: &Conn<Out>,
+    arrival: Arrival,
+) {
+    let incoming = match arrival {
+        Arrival::Event(incoming) => incoming,
+        Arrival::Bad(code, message) => return conn.send_error(code, message, None),
+    };
+    // A second `__auth`, or one to a server without auth, is ignored.
+    if incoming.event() == AUTH_EVENT {
+        if let (Some(auth), true) = (&server.inner.auth, conn.inner.is_auth_pending()) {
+            // Boxed: it runs once per connection, and inline it would
+            // grow every connection's task for its whole life.
+            Box::pin(auth::authenticate(server, auth, conn, incoming.payload())).await;
+        }
+        return;
+    }
+    if !conn.inner.is_open() {
+        if let Ok(frame) =
+            strategies::error_frame(conn.meta().codec(), strategies::NOT_AUTHENTICATED)
+        {
+            let _ = conn.send_encoded(frame);
+        }
+        return;
+    }
+    let ack = incoming
+        .ack()
+        .map(|id| AckSlot::new(id, Arc::clone(&conn.inner)));
+    let Some(index) = In::index_of(incoming.event()) else {
+        let event = incoming.event();
+        let message = format!("unknown event `{event}`");
+        answer(
+            conn,
+            ack.as_deref(),
+            ErrorCode::UnknownEvent,
+            message,
+            Some(event),
+        );
+        return;
+    };
+    let name = In::NAMES[index];
+    if let Some(hook) = &server.inner.on_message
+        && let Err(panic) = std::panic::catch_unwind(AssertUnwindSafe(|| hook(conn, name)))
+    {
+        server.report(
+            conn,
+            Some(name),
+            HandlerError::HookPanicked(panic_message(&*panic)),
+        );
+    }
+    if server.inner.middleware.is_empty() {
+        handlers::run(server, conn, index, incoming.payload(), ack.as_ref()).await;
+    } else {
+        let envelope = Envelope {
+            conn: conn.clone(),
+            index,
+            event: name,
+            ack,
+            incoming,
+        };
+        chain::run(server, 0, envelope).await;
+    }
+}

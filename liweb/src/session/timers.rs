@@ -1,0 +1,62 @@
+//! A connection's deadlines and its rate limit.
+
+use tokio::time::{Duration, Instant};
+/// The per-connection token bucket of [`Config::max_events_per_second`](crate::Config::max_events_per_second):
+/// one token per event, refilled continuously, a second's worth at most.
+pub(super) struct RateLimit {
+    per_second: f64,
+    tokens: f64,
+    last: tokio::time::Instant,
+}
+
+impl RateLimit {
+    pub(super) fn new(per_second: u32, now: tokio::time::Instant) -> Self {
+        Self {
+            per_second: f64::from(per_second),
+            tokens: f64::from(per_second),
+            last: now,
+        }
+    }
+
+    pub(super) fn take(&mut self, now: tokio::time::Instant) -> bool {
+        let elapsed = now.duration_since(self.last).as_secs_f64();
+        self.last = now;
+        self.tokens = (self.tokens + elapsed * self.per_second).min(self.per_second);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// The connection's timers, all served by one `Sleep` set to the earliest.
+/// They live in the connection's task, so they end with it.
+pub(super) struct Timers {
+    /// When the close handshake must be over.
+    pub(super) close: Option<Instant>,
+    /// When authentication must be over.
+    pub(super) auth: Option<Instant>,
+    /// When the next ping goes out.
+    pub(super) ping: Option<Instant>,
+    /// When the unanswered ping times out.
+    pub(super) pong: Option<Instant>,
+    /// The last inbound data frame, for the idle timeout.
+    pub(super) last_activity: Instant,
+}
+
+impl Timers {
+    pub(super) fn next(&self, idle: Option<Duration>) -> Option<Instant> {
+        [
+            self.close,
+            self.auth,
+            self.ping,
+            self.pong,
+            idle.map(|idle| self.last_activity + idle),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+}
