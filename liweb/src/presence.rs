@@ -38,7 +38,7 @@ use std::{
 
 use serde::{Serialize, Serializer};
 
-use crate::{conn::ConnId, state::RoomKey};
+use crate::{conn::ConnId, room::key::RoomKey};
 
 /// How long an offline record stays when [`MemoryPresence::default`] is used.
 const DEFAULT_OFFLINE_TTL: Duration = Duration::from_secs(5 * 60);

@@ -51,10 +51,9 @@
 //!
 //! `liweb_src_keeps_its_layers` reads the files of `liweb/src` and, when a
 //! rule breaks, fails with every offending import, one per line, as
-//! `liweb/src/<file>: imports <path> (<target file>): <rule>`. It is
-//! ignored until `liweb/src` has its layered layout; until then, run it
-//! with `--ignored` to see what is left to move. The other tests here feed
-//! the same functions made-up trees, to show what each rule catches.
+//! `liweb/src/<file>: imports <path> (<target file>): <rule>`. The other
+//! tests here feed the same functions made-up trees, to show what each rule
+//! catches.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -708,7 +707,6 @@ fn read_sources(root: &Path, dir: &Path, out: &mut Vec<(String, String)>) {
 }
 
 #[test]
-#[ignore = "enabled once liweb/src has its layered layout"]
 fn liweb_src_keeps_its_layers() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../liweb/src");
     let mut files = Vec::new();
@@ -721,8 +719,8 @@ fn liweb_src_keeps_its_layers() {
     let violations = violations(&files);
     assert!(
         violations.is_empty(),
-        "liweb/src breaks its layers, {} times (the rules are at the top of \
-         tests/tests/architecture.rs and in docs/ARCHITECTURE.md):\n{}",
+        "liweb/src breaks its layers in {} import(s) (the rules are at the top \
+         of tests/tests/architecture.rs and in docs/ARCHITECTURE.md):\n{}",
         violations.len(),
         violations.join("\n")
     );

@@ -425,25 +425,35 @@ impl<Out: Events> Rooms<Out> {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-    use crate::{CodecKind, Server};
+    use std::{collections::HashMap, time::Duration};
 
-    #[derive(Debug, crate::Events)]
-    pub(crate) enum In {
-        Noop,
-    }
+    use super::*;
+    use crate::{CodecKind, presence::MemoryPresence, state::MemoryStore};
 
     #[derive(Debug, crate::Events)]
     pub(crate) enum Out {
         Note(String),
     }
 
+    /// The rooms of a server with these channel defaults, without the server.
+    fn rooms(defaults: &[(&str, RoomDefaults)]) -> Arc<Registry<Out>> {
+        Registry::new(
+            Arc::new(MemoryStore::new()),
+            Arc::new(MemoryPresence::new(Duration::from_secs(60))),
+            HashMap::new(),
+            Duration::from_secs(5),
+            defaults
+                .iter()
+                .map(|(channel, defaults)| (Arc::from(*channel), *defaults))
+                .collect(),
+            None,
+        )
+    }
+
     #[tokio::test]
     async fn a_delete_when_empty_room_goes_away_with_its_state_when_its_last_member_leaves() {
-        let server = Server::<In, Out>::builder()
-            .channel_defaults("temp", RoomDefaults::new().delete_when_empty(true))
-            .build();
-        let channel = server.channel("temp");
+        let registry = rooms(&[("temp", RoomDefaults::new().delete_when_empty(true))]);
+        let channel = Channel::new(Arc::clone(&registry), "temp");
         let room = channel.room("r");
         let (a, _a_rx) = Conn::<Out>::detached(CodecKind::Json);
         let (b, _b_rx) = Conn::<Out>::detached(CodecKind::Json);
@@ -465,16 +475,16 @@ mod tests {
         );
 
         // Rooms of other channels stay when empty.
-        let kept = server.channel("keep").room("r");
+        let keep = Channel::new(registry, "keep");
+        let kept = keep.room("r");
         assert_eq!(kept.join(&a).await, Ok(true));
         assert!(kept.leave(&a).await);
-        assert!(server.channel("keep").has_room("r"));
+        assert!(keep.has_room("r"));
     }
 
     #[tokio::test]
     async fn a_stale_handle_joins_the_room_made_after_a_delete() {
-        let server = Server::<In, Out>::builder().build();
-        let channel = server.channel("c");
+        let channel = Channel::new(rooms(&[]), "c");
         let stale = channel.room("r");
         assert!(channel.delete_room("r").await);
         let (a, _rx) = Conn::<Out>::detached(CodecKind::Json);
