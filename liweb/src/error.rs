@@ -1,9 +1,30 @@
 //! Error types, one per operation.
 
-use std::fmt;
+use std::{fmt, sync::Arc};
 
 /// A boxed error from application code.
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// The underlying error of an error that must stay `Clone`
+/// ([`StateError`](crate::state::StateError), [`ClusterError`](crate::cluster::ClusterError)).
+///
+/// The `Box` inside the `Arc` is deliberate: `Box<dyn Error>` is not itself
+/// an `Error`, so thiserror's `source()` of a field of this type derefs to
+/// the underlying error, which callers can then downcast; an
+/// `Arc<dyn Error>` would be its own `Error` and hide the type behind it.
+pub(crate) type SharedError = Arc<BoxError>;
+
+/// `err` as a [`SharedError`]; a `String` or `&str` becomes an error with
+/// that message.
+pub(crate) fn shared(err: impl Into<BoxError>) -> SharedError {
+    Arc::new(err.into())
+}
+
+/// Whether two shared sources are the same error, or read the same: the
+/// underlying errors themselves cannot be compared.
+pub(crate) fn same_source(a: &SharedError, b: &SharedError) -> bool {
+    Arc::ptr_eq(a, b) || a.to_string() == b.to_string()
+}
 
 /// An inbound frame or payload could not be decoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -135,5 +156,23 @@ pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
         s.clone()
     } else {
         "non-string panic payload".to_owned()
+    }
+}
+
+/// Fails when an error of `err`'s chain repeats its source's text in its
+/// own: a reporter that prints the chain would print the source twice.
+#[cfg(test)]
+pub(crate) fn assert_source_not_repeated(err: &(dyn std::error::Error + 'static)) {
+    let mut current = Some(err);
+    while let Some(err) = current {
+        let source = err.source();
+        if let Some(source) = source {
+            let (text, cause) = (err.to_string(), source.to_string());
+            assert!(
+                !text.contains(&cause),
+                "`{text}` repeats its source `{cause}`"
+            );
+        }
+        current = source;
     }
 }

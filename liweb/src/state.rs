@@ -60,7 +60,10 @@ pub use crate::{room::key::RoomKey, util::BoxFuture};
 pub type ChangeListener = Arc<dyn Fn(&RoomKey, &StatePatch) + Send + Sync>;
 
 /// Why a state operation failed; a failed operation changed nothing.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+///
+/// Errors compare equal when their variants and fields do; two
+/// [`StateError::Backend`] errors compare by the text of their sources.
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum StateError {
     /// `update` of a key that is not set.
@@ -104,9 +107,46 @@ pub enum StateError {
         /// Why serialization failed.
         message: String,
     },
-    /// The store itself failed.
-    #[error("state store failed: {0}")]
-    Backend(String),
+    /// The store itself failed: its service could not be reached or
+    /// answered with an error, or it holds a value it cannot read.
+    ///
+    /// The field is the underlying error (from a Redis store, a
+    /// `redis::RedisError`, or a description of what went wrong), also
+    /// given by [`source`](std::error::Error::source); downcast it to
+    /// inspect it. It is shared so that the error stays `Clone`. Build one
+    /// with [`StateError::backend`].
+    #[error("the state store failed")]
+    Backend(#[source] Arc<Box<dyn std::error::Error + Send + Sync>>),
+}
+
+impl StateError {
+    /// A [`StateError::Backend`] caused by `source`: the error of the
+    /// store's client library, or a message (`String`, `&str`) saying what
+    /// went wrong.
+    pub fn backend(source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        Self::Backend(crate::error::shared(source))
+    }
+}
+
+impl PartialEq for StateError {
+    fn eq(&self, other: &Self) -> bool {
+        use StateError::*;
+        match self {
+            KeyMissing { key } => matches!(other, KeyMissing { key: k } if k == key),
+            NotAnArray { key } => matches!(other, NotAnArray { key: k } if k == key),
+            NotANumber { key } => matches!(other, NotANumber { key: k } if k == key),
+            NotAnObject { key } => matches!(other, NotAnObject { key: k } if k == key),
+            Decode { key, message } => {
+                matches!(other, Decode { key: k, message: m } if k == key && m == message)
+            }
+            Encode { key, message } => {
+                matches!(other, Encode { key: k, message: m } if k == key && m == message)
+            }
+            Backend(source) => {
+                matches!(other, Backend(s) if crate::error::same_source(s, source))
+            }
+        }
+    }
 }
 
 /// One change, as members of a synced room receive it: the key's value after
@@ -261,7 +301,7 @@ pub trait StateStore: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<(Number, StatePatch), StateError>> {
         match by.checked_neg() {
             Some(by) => self.increment(room, key, by),
-            None => Box::pin(std::future::ready(Err(StateError::Backend(format!(
+            None => Box::pin(std::future::ready(Err(StateError::backend(format!(
                 "this store cannot decrement `{key}` by {by}"
             ))))),
         }
@@ -1344,7 +1384,43 @@ mod tests {
         assert_eq!(number, (-3).into());
         let failed = runtime.block_on(store.decrement(&room, "n", i64::MIN));
         assert!(matches!(failed, Err(StateError::Backend(_))), "{failed:?}");
+        let why = failed
+            .as_ref()
+            .err()
+            .and_then(std::error::Error::source)
+            .map(ToString::to_string);
+        assert_eq!(
+            why.as_deref(),
+            Some("this store cannot decrement `n` by -9223372036854775808")
+        );
         assert_eq!(runtime.block_on(store.get(&room, "n")), Ok(Some(json!(-3))));
+    }
+
+    #[test]
+    fn backend_errors_carry_their_cause_as_source_not_in_their_message() {
+        use std::error::Error as _;
+
+        let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused by peer");
+        let err = StateError::backend(refused);
+        assert_eq!(err.to_string(), "the state store failed");
+        let source = err.source().expect("a backend error has a source");
+        let io = source
+            .downcast_ref::<std::io::Error>()
+            .expect("the source is the underlying error itself");
+        assert_eq!(io.kind(), std::io::ErrorKind::ConnectionRefused);
+        crate::error::assert_source_not_repeated(&err);
+
+        // A clone shares the source; sources that read differently differ.
+        let copy = err.clone();
+        assert!(copy.source().is_some_and(|s| s.is::<std::io::Error>()));
+        assert_eq!(copy, err);
+        assert_ne!(err, StateError::backend("refused by someone else"));
+        assert_ne!(err, StateError::KeyMissing { key: "k".into() });
+
+        let described = StateError::backend("gave up");
+        let why = described.source().map(ToString::to_string);
+        assert_eq!(why.as_deref(), Some("gave up"));
+        assert_eq!(described, StateError::backend("gave up".to_owned()));
     }
 
     /// Conformance S6.

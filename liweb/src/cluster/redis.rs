@@ -118,6 +118,7 @@ use uuid::Uuid;
 use super::{ClusterError, ClusterErrorHook, Deliver, Envelope, Link, Message, Target};
 use crate::{
     conn::ConnId,
+    error::{BoxError, shared},
     presence::{PresenceKey, PresenceRecord},
     state::{BoxFuture, RoomKey, StateError, StatePatch, StateStore},
 };
@@ -240,11 +241,11 @@ impl RedisAdapter {
     /// Connects with `config`.
     pub async fn connect_with(url: &str, config: RedisConfig) -> Result<Self, ClusterError> {
         let client =
-            redis::Client::open(url).map_err(|err| ClusterError::InvalidUrl(err.to_string()))?;
+            redis::Client::open(url).map_err(|err| ClusterError::InvalidUrl(shared(err)))?;
         let shown = redacted(url);
-        let connect_error = |err: &dyn fmt::Display| ClusterError::Connect {
+        let connect_error = |err: BoxError| ClusterError::Connect {
             url: shown.clone(),
-            message: err.to_string(),
+            source: shared(err),
         };
         let manager_config = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(config.timeout)
@@ -256,17 +257,17 @@ impl RedisAdapter {
             client.get_connection_manager_with_config(manager_config),
         )
         .await
-        .map_err(|elapsed| connect_error(&elapsed))?
-        .map_err(|err| connect_error(&err))?;
+        .map_err(|elapsed| connect_error(elapsed.into()))?
+        .map_err(|err| connect_error(err.into()))?;
         let () = redis::cmd("PING")
             .query_async::<String>(&mut commands)
             .await
             .map(drop)
-            .map_err(|err| connect_error(&err))?;
+            .map_err(|err| connect_error(err.into()))?;
         let pubsub = tokio::time::timeout(config.timeout, client.get_async_pubsub())
             .await
-            .map_err(|elapsed| connect_error(&elapsed))?
-            .map_err(|err| connect_error(&err))?;
+            .map_err(|elapsed| connect_error(elapsed.into()))?
+            .map_err(|err| connect_error(err.into()))?;
 
         let id = Uuid::new_v4();
         let keys = Keys::new(&config.prefix, id);
@@ -429,7 +430,11 @@ struct ErrorSink {
 
 impl ErrorSink {
     fn report(&self, err: ClusterError) {
-        tracing::warn!(%err, "cluster error");
+        // As an error value, so that the subscriber prints its sources too.
+        tracing::warn!(
+            err = &err as &(dyn std::error::Error + 'static),
+            "cluster error"
+        );
         let hook = self
             .node
             .get()
@@ -470,10 +475,10 @@ impl fmt::Debug for Node {
     }
 }
 
-fn command_error(op: &'static str, err: &redis::RedisError) -> ClusterError {
+fn command_error(op: &'static str, err: redis::RedisError) -> ClusterError {
     ClusterError::Command {
         op,
-        message: err.to_string(),
+        source: shared(err),
     }
 }
 
@@ -547,7 +552,7 @@ impl Node {
         match pipe.query_async::<(u64,)>(&mut conn).await {
             Ok((added,)) => Some(added == 1),
             Err(err) => {
-                self.report(command_error("heartbeat", &err));
+                self.report(command_error("heartbeat", err));
                 None
             }
         }
@@ -577,7 +582,7 @@ impl Node {
         let all: HashMap<String, String> = conn
             .hgetall(self.keys.members(room))
             .await
-            .map_err(|err| command_error("read members", &err))?;
+            .map_err(|err| command_error("read members", err))?;
         let nodes: Vec<&str> = all
             .keys()
             .filter_map(|field| field.split_once('|').map(|(node, _)| node))
@@ -594,7 +599,7 @@ impl Node {
             let exists: Vec<bool> = pipe
                 .query_async(&mut conn)
                 .await
-                .map_err(|err| command_error("read node liveness", &err))?;
+                .map_err(|err| command_error("read node liveness", err))?;
             for (node, exists) in nodes.iter().zip(exists) {
                 if exists || *node == me {
                     alive.insert((*node).to_owned());
@@ -626,8 +631,7 @@ impl Node {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(_)) => self.report(ClusterError::Command {
                 op: "publish",
-                message: "the publish queue is full; the message reached local members only"
-                    .to_owned(),
+                source: shared("the publish queue is full; the message reached local members only"),
             }),
             Err(mpsc::error::TrySendError::Closed(_)) => {}
         }
@@ -837,7 +841,7 @@ impl Link for Node {
             }
             .await;
             if let Err(err) = result {
-                node.report(command_error("drop a room's members", &err));
+                node.report(command_error("drop a room's members", err));
             }
         })
     }
@@ -854,7 +858,7 @@ impl Node {
             let Some(node) = node else { return };
             let mut conn = node.connection();
             if let Err(err) = pipe.query_async::<()>(&mut conn).await {
-                node.report(command_error(op, &err));
+                node.report(command_error(op, err));
             }
         })
     }
@@ -946,10 +950,16 @@ async fn publisher(node: Weak<Node>, mut queue: mpsc::Receiver<(String, Bytes)>)
         }
         let mut conn = node.connection();
         if let Err(err) = pipe.query_async::<()>(&mut conn).await {
-            node.report(command_error("publish", &err));
+            node.report(command_error("publish", err));
         }
     }
 }
+
+/// The subscriber could not connect again; the source of a
+/// [`ClusterError::SubscriptionLost`].
+#[derive(Debug, thiserror::Error)]
+#[error("reconnecting failed")]
+struct ReconnectFailed(#[source] BoxError);
 
 /// Owns the subscriber connection: subscribes and unsubscribes as rooms
 /// gain their first and lose their last local member, delivers what
@@ -978,16 +988,14 @@ async fn subscriber(
         let pubsub = match first.take() {
             Some(pubsub) => Ok(pubsub),
             None => match tokio::time::timeout(timeout, client.get_async_pubsub()).await {
-                Ok(result) => result.map_err(|err| err.to_string()),
-                Err(elapsed) => Err(elapsed.to_string()),
+                Ok(result) => result.map_err(BoxError::from),
+                Err(elapsed) => Err(elapsed.into()),
             },
         };
         let (mut sink, mut stream) = match pubsub {
             Ok(pubsub) => pubsub.split(),
-            Err(message) => {
-                report(ClusterError::SubscriptionLost(format!(
-                    "reconnecting failed: {message}"
-                )));
+            Err(err) => {
+                report(ClusterError::SubscriptionLost(shared(ReconnectFailed(err))));
                 // Keep track of what members need while waiting, and let
                 // joins go on: they subscribe when the connection is back.
                 let wait = tokio::time::sleep(backoff);
@@ -1010,11 +1018,11 @@ async fn subscriber(
         match tokio::time::timeout(timeout, sink.subscribe(&topics)).await {
             Ok(Ok(())) => {}
             Ok(Err(err)) => {
-                report(ClusterError::SubscriptionLost(err.to_string()));
+                report(ClusterError::SubscriptionLost(shared(err)));
                 continue;
             }
             Err(elapsed) => {
-                report(ClusterError::SubscriptionLost(elapsed.to_string()));
+                report(ClusterError::SubscriptionLost(shared(elapsed)));
                 continue;
             }
         }
@@ -1030,9 +1038,9 @@ async fn subscriber(
                         receive(&node, origin, message.get_payload_bytes());
                     }
                     None => {
-                        report(ClusterError::SubscriptionLost(
-                            "the subscriber connection closed".to_owned(),
-                        ));
+                        report(ClusterError::SubscriptionLost(shared(
+                            "the subscriber connection closed",
+                        )));
                         break;
                     }
                 },
@@ -1044,9 +1052,9 @@ async fn subscriber(
                         let _ = ack.send(());
                         if !matches!(result, Ok(Ok(()))) {
                             // The stream ends soon; the reconnect subscribes.
-                            report(ClusterError::SubscriptionLost(
-                                "cannot subscribe to a room".to_owned(),
-                            ));
+                            report(ClusterError::SubscriptionLost(shared(
+                                "cannot subscribe to a room",
+                            )));
                         }
                     }
                     Some(Subscription::Unsubscribe(topic)) => {
@@ -1114,7 +1122,7 @@ async fn heartbeat_task(node: Weak<Node>) {
         };
         healthy = ok;
         if ok && let Err(err) = node.collect_dead_nodes().await {
-            node.report(command_error("collect dead nodes", &err));
+            node.report(command_error("collect dead nodes", err));
         }
     }
 }
@@ -1166,8 +1174,8 @@ fn scripts() -> &'static (Script, Script) {
     SCRIPTS.get_or_init(|| (Script::new(UPDATE), Script::new(COMPARE_AND_SET)))
 }
 
-fn backend(err: &redis::RedisError) -> StateError {
-    StateError::Backend(err.to_string())
+fn backend(err: redis::RedisError) -> StateError {
+    StateError::backend(err)
 }
 
 fn json(key: &str, value: &Value) -> Result<String, StateError> {
@@ -1177,9 +1185,23 @@ fn json(key: &str, value: &Value) -> Result<String, StateError> {
     })
 }
 
+/// A stored value that is not JSON (something else wrote the hash); the
+/// source of a [`StateError::Backend`].
+#[derive(Debug, thiserror::Error)]
+#[error("state key `{key}` holds invalid JSON")]
+struct InvalidJson {
+    key: String,
+    #[source]
+    source: serde_json::Error,
+}
+
 fn parse(key: &str, text: &str) -> Result<Value, StateError> {
-    serde_json::from_str(text)
-        .map_err(|err| StateError::Backend(format!("state key `{key}` holds invalid JSON: {err}")))
+    serde_json::from_str(text).map_err(|source| {
+        StateError::backend(InvalidJson {
+            key: key.to_owned(),
+            source,
+        })
+    })
 }
 
 /// What a read-modify-write decided.
@@ -1196,10 +1218,10 @@ const MAX_RETRIES: usize = 10_000;
 
 impl RedisStore {
     fn report(&self, op: &'static str, err: &StateError) {
-        if let StateError::Backend(message) = err {
+        if let StateError::Backend(source) = err {
             self.node.report(ClusterError::Command {
                 op,
-                message: message.clone(),
+                source: Arc::clone(source),
             });
         }
     }
@@ -1213,7 +1235,7 @@ impl RedisStore {
         let hash = self.node.keys.state(room);
         let mut conn = self.node.connection();
         for attempt in 0..MAX_RETRIES {
-            let current: Option<String> = conn.hget(&hash, key).await.map_err(|e| backend(&e))?;
+            let current: Option<String> = conn.hget(&hash, key).await.map_err(backend)?;
             let parsed = current
                 .as_deref()
                 .map(|text| parse(key, text))
@@ -1230,10 +1252,7 @@ impl RedisStore {
                 .arg(current.as_deref().unwrap_or(""))
                 .arg(if next.is_some() { "1" } else { "0" })
                 .arg(next.as_deref().unwrap_or(""));
-            let written: i64 = invocation
-                .invoke_async(&mut conn)
-                .await
-                .map_err(|e| backend(&e))?;
+            let written: i64 = invocation.invoke_async(&mut conn).await.map_err(backend)?;
             if written == 1 {
                 return Ok(result);
             }
@@ -1241,7 +1260,7 @@ impl RedisStore {
                 tokio::task::yield_now().await;
             }
         }
-        Err(StateError::Backend(format!(
+        Err(StateError::backend(format!(
             "state key `{key}` kept changing; gave up after {MAX_RETRIES} attempts"
         )))
     }
@@ -1265,7 +1284,7 @@ impl RedisStore {
                 }
                 // Not an integer, or the sum overflows: exact arithmetic below.
                 Err(err) if err.kind() == redis::ErrorKind::ResponseError => {}
-                Err(err) => return Err(backend(&err)),
+                Err(err) => return Err(backend(err)),
             }
         }
         self.read_modify_write(room, key, |current| {
@@ -1295,7 +1314,7 @@ impl StateStore for RedisStore {
             let text: Option<String> = conn
                 .hget(self.node.keys.state(room), key)
                 .await
-                .map_err(|e| backend(&e))
+                .map_err(backend)
                 .inspect_err(|e| self.report("state get", e))?;
             text.map(|text| parse(key, &text)).transpose()
         })
@@ -1310,7 +1329,7 @@ impl StateStore for RedisStore {
             let mut conn = self.node.connection();
             conn.hexists(self.node.keys.state(room), key)
                 .await
-                .map_err(|e| backend(&e))
+                .map_err(backend)
                 .inspect_err(|e| self.report("state has", e))
         })
     }
@@ -1324,7 +1343,7 @@ impl StateStore for RedisStore {
             let all: Vec<(String, String)> = conn
                 .hgetall(self.node.keys.state(room))
                 .await
-                .map_err(|e| backend(&e))
+                .map_err(backend)
                 .inspect_err(|e| self.report("state snapshot", e))?;
             let mut sorted = all;
             sorted.sort_unstable_by(|a, b| a.0.cmp(&b.0));
@@ -1348,7 +1367,7 @@ impl StateStore for RedisStore {
                 .hset(self.node.keys.state(room), key, text)
                 .await
                 .map(|_: i64| ())
-                .map_err(|e| backend(&e))
+                .map_err(backend)
                 .inspect_err(|e| self.report("state set", e))?;
             Ok(crate::state::set_patch(key, value))
         })
@@ -1368,7 +1387,7 @@ impl StateStore for RedisStore {
             let written: i64 = invocation
                 .invoke_async(&mut conn)
                 .await
-                .map_err(|e| backend(&e))
+                .map_err(backend)
                 .inspect_err(|e| self.report("state update", e))?;
             if written == 1 {
                 Ok(crate::state::set_patch(key, value))
@@ -1475,7 +1494,7 @@ impl StateStore for RedisStore {
             let removed: i64 = conn
                 .hdel(self.node.keys.state(room), key)
                 .await
-                .map_err(|e| backend(&e))
+                .map_err(backend)
                 .inspect_err(|e| self.report("state delete", e))?;
             Ok((removed > 0).then(|| StatePatch::Delete {
                 key: key.to_owned(),
@@ -1490,7 +1509,7 @@ impl StateStore for RedisStore {
                 .del(self.node.keys.state(room))
                 .await
                 .map(|_: i64| ())
-                .map_err(|e| backend(&e))
+                .map_err(backend)
                 .inspect_err(|e| self.report("state clear", e))?;
             Ok(StatePatch::Clear)
         })
@@ -1502,7 +1521,7 @@ impl StateStore for RedisStore {
             conn.del(self.node.keys.state(room))
                 .await
                 .map(|_: i64| ())
-                .map_err(|e| backend(&e))
+                .map_err(backend)
                 .inspect_err(|e| self.report("state drop", e))
         })
     }
@@ -1531,6 +1550,61 @@ mod tests {
             "redis://user:***@host:6379/0"
         );
         assert_eq!(redacted("redis://host:6379"), "redis://host:6379");
+    }
+
+    #[test]
+    fn redis_errors_are_the_source_of_cluster_and_state_errors() {
+        let failure = || redis::RedisError::from((redis::ErrorKind::IoError, "broken pipe"));
+        let cluster = command_error("publish", failure());
+        let state = backend(failure());
+        for err in [&cluster as &(dyn std::error::Error + 'static), &state] {
+            assert!(!err.to_string().contains("broken pipe"), "{err}");
+            let source = err.source().expect("a redis failure has a source");
+            let redis = source.downcast_ref::<redis::RedisError>();
+            assert_eq!(
+                redis.map(redis::RedisError::kind),
+                Some(redis::ErrorKind::IoError)
+            );
+            crate::error::assert_source_not_repeated(err);
+        }
+    }
+
+    #[test]
+    fn invalid_json_in_the_store_is_a_chain_of_three() {
+        use std::error::Error as _;
+
+        let err = parse("topic", "{nope").unwrap_err();
+        assert_eq!(err.to_string(), "the state store failed");
+        let invalid = err.source().expect("the backend error has a source");
+        assert_eq!(invalid.to_string(), "state key `topic` holds invalid JSON");
+        let json = invalid.source().expect("the invalid JSON has a source");
+        assert!(json.is::<serde_json::Error>(), "{json:?}");
+        crate::error::assert_source_not_repeated(&err);
+    }
+
+    #[tokio::test]
+    async fn an_invalid_url_gives_the_client_error_as_source() {
+        use std::error::Error as _;
+
+        let err = RedisAdapter::connect("not a url").await.unwrap_err();
+        assert!(matches!(err, ClusterError::InvalidUrl(_)), "{err:?}");
+        assert_eq!(err.to_string(), "invalid cluster URL");
+        assert!(
+            err.source()
+                .is_some_and(|source| source.is::<redis::RedisError>())
+        );
+    }
+
+    #[test]
+    fn a_failed_reconnection_says_so_before_its_cause() {
+        use std::error::Error as _;
+
+        let err = ClusterError::SubscriptionLost(shared(ReconnectFailed("timed out".into())));
+        let reconnect = err.source().expect("a lost subscription has a source");
+        assert_eq!(reconnect.to_string(), "reconnecting failed");
+        let cause = reconnect.source().map(ToString::to_string);
+        assert_eq!(cause.as_deref(), Some("timed out"));
+        crate::error::assert_source_not_repeated(&err);
     }
 
     #[test]
