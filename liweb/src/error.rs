@@ -72,9 +72,10 @@ impl DecodeError {
     }
 }
 
-/// An outbound event could not be serialized.
+/// An outbound event could not be serialized; the codec's error is the
+/// [`source`](std::error::Error::source).
 #[derive(Debug, thiserror::Error)]
-#[error("cannot encode event: {0}")]
+#[error("cannot encode event")]
 pub struct EncodeError(#[source] BoxError);
 
 impl EncodeError {
@@ -135,14 +136,16 @@ impl ExtractError {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum HandlerError {
-    /// The handler returned `Err`.
-    #[error("handler failed: {0}")]
+    /// The handler returned `Err`; that error is the field and the
+    /// [`source`](std::error::Error::source).
+    #[error("handler failed")]
     Returned(#[source] BoxError),
     /// The handler panicked; the message is the panic payload when it was a string.
     #[error("handler panicked: {0}")]
     Panicked(String),
-    /// An argument could not be extracted, so the handler did not run.
-    #[error("handler not run: {0}")]
+    /// An argument could not be extracted, so the handler did not run; the
+    /// [`ExtractError`] is the [`source`](std::error::Error::source).
+    #[error("handler not run")]
     Extract(#[from] ExtractError),
     /// A lifecycle hook (`on_connect`, `on_disconnect`) panicked.
     #[error("hook panicked: {0}")]
@@ -174,5 +177,53 @@ pub(crate) fn assert_source_not_repeated(err: &(dyn std::error::Error + 'static)
             );
         }
         current = source;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error as _;
+
+    use super::*;
+
+    #[test]
+    fn errors_with_a_source_do_not_print_it() {
+        let io = || std::io::Error::other("disk on fire");
+        let encode = EncodeError::new(io());
+        assert_eq!(encode.to_string(), "cannot encode event");
+        assert!(encode.source().is_some_and(|s| s.is::<std::io::Error>()));
+        assert_source_not_repeated(&encode);
+        // Transparent wrappers show the source's message, once.
+        let emit = EmitError::from(EncodeError::new(io()));
+        assert_eq!(emit.to_string(), "cannot encode event");
+        assert_source_not_repeated(&emit);
+
+        let returned = HandlerError::Returned(Box::new(io()));
+        assert_eq!(returned.to_string(), "handler failed");
+        let source = returned.source().map(ToString::to_string);
+        assert_eq!(source.as_deref(), Some("disk on fire"));
+        assert_source_not_repeated(&returned);
+
+        let decode = DecodeError::payload_message("expected a string");
+        let not_run = HandlerError::from(ExtractError::from(decode.clone()));
+        assert_eq!(not_run.to_string(), "handler not run");
+        let source = not_run.source().map(ToString::to_string);
+        assert_eq!(source, Some(decode.to_string()));
+        assert_source_not_repeated(&not_run);
+        let custom = HandlerError::from(ExtractError::custom("no token"));
+        assert_source_not_repeated(&custom);
+    }
+
+    #[test]
+    fn the_check_catches_a_message_that_repeats_its_source() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("outer: {0}")]
+        struct Repeats(#[source] std::io::Error);
+
+        let err = Repeats(std::io::Error::other("inner"));
+        let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            assert_source_not_repeated(&err);
+        }));
+        assert!(caught.is_err());
     }
 }

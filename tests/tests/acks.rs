@@ -141,7 +141,8 @@ conformance! {
             vec![Record::Error {
                 conn: id,
                 event: Some("divide"),
-                error: "handler failed: boom".into(),
+                // The handler's own error ("boom") is the source.
+                error: "handler failed".into(),
             }],
             "the error hook heard of it too"
         );
