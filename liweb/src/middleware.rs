@@ -173,7 +173,7 @@ pub type ErrorCallback = Arc<dyn Fn(ConnId, &MiddlewareError) + Send + Sync>;
 #[non_exhaustive]
 pub enum MiddlewareError {
     /// The step returned an error.
-    #[error("middleware failed on `{event}`: {source}")]
+    #[error("middleware failed on `{event}`")]
     Failed {
         /// The event being handled.
         event: &'static str,

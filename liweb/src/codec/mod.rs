@@ -303,6 +303,33 @@ impl Frame {
         matches!(self.data, FrameData::Text(_))
     }
 
+    /// A text frame of bytes that arrived as text; `None` when they are not
+    /// UTF-8.
+    #[cfg_attr(not(feature = "client"), allow(dead_code))]
+    pub(crate) fn text_from_bytes(bytes: Bytes) -> Option<Self> {
+        let text = text_from_bytes(bytes).ok()?;
+        Some(Self {
+            data: FrameData::Text(text),
+        })
+    }
+
+    /// A binary frame.
+    #[cfg_attr(not(feature = "client"), allow(dead_code))]
+    pub(crate) fn binary(bytes: Bytes) -> Self {
+        Self {
+            data: FrameData::Binary(bytes),
+        }
+    }
+
+    /// The frame as a codec reads it.
+    #[cfg_attr(not(feature = "client"), allow(dead_code))]
+    pub(crate) fn input(&self) -> Input<'_> {
+        match &self.data {
+            FrameData::Text(text) => Input::Text(text.as_str()),
+            FrameData::Binary(bytes) => Input::Binary(bytes),
+        }
+    }
+
     /// A JSON text frame from bytes another node encoded.
     #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn json(bytes: Bytes) -> Result<Self, EncodeError> {

@@ -27,6 +27,7 @@ use self::{
 };
 use crate::{
     codec::{CodecKind, Frame},
+    error::Chain,
     error::EmitError,
     event::Events,
     protocol::{CloseCode, ERROR_EVENT, ErrorCode, ErrorPayload},
@@ -353,7 +354,7 @@ impl<Out: Events> Conn<Out> {
             Ok(frame) => {
                 let _ = self.inner.send_frame(frame);
             }
-            Err(err) => tracing::error!(%err, "cannot encode an error event"),
+            Err(err) => tracing::error!(err = %Chain(&err), "cannot encode an error event"),
         }
     }
 }

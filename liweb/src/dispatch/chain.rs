@@ -17,6 +17,7 @@ use futures_util::FutureExt;
 
 use crate::{
     conn::Conn,
+    error::Chain,
     error::panic_message,
     event::Events,
     handler::ack::AckSlot,
@@ -83,9 +84,11 @@ fn middleware_failed<In: Events, Out: Events>(
     policy: &ErrorPolicy,
     error: MiddlewareError,
 ) {
-    tracing::debug!(conn = %conn.id(), %error, "middleware stopped an event");
+    tracing::debug!(conn = %conn.id(), error = %Chain(&error), "middleware stopped an event");
     if let Some(slot) = ack {
-        slot.reply_error(ErrorCode::Rejected, error.to_string(), None);
+        // The client hears the whole chain, as before the error kept its
+        // source out of its own message.
+        slot.reply_error(ErrorCode::Rejected, Chain(&error).to_string(), None);
     }
     match policy {
         ErrorPolicy::Ignore => {}

@@ -9,6 +9,7 @@ use super::reply::answer;
 use crate::{
     codec::RawPayload,
     conn::Conn,
+    error::Chain,
     error::{ExtractError, HandlerError, panic_message},
     event::Events,
     handler::{
@@ -74,7 +75,7 @@ pub(super) async fn run<In: Events, Out: Events>(
                 if let (Some(slot), Some(reply)) = (ack, reply)
                     && let Err(err) = slot.reply(reply)
                 {
-                    tracing::debug!(conn = %conn.id(), event = name, %err, "reply not sent");
+                    tracing::debug!(conn = %conn.id(), event = name, err = %Chain(&err), "reply not sent");
                 }
             }
             Ok(Outcome::Rejected(reason)) => {

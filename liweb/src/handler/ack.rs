@@ -15,6 +15,7 @@ use serde::Serialize;
 use crate::{
     codec::{CodecKind, Frame},
     conn::ConnInner,
+    error::Chain,
     error::{EmitError, EncodeError},
     protocol::{ACK_EVENT, ErrorCode, ErrorPayload},
 };
@@ -121,7 +122,7 @@ impl AckSlot {
             Ok(frame) => {
                 let _ = self.conn.send_frame(frame);
             }
-            Err(err) => tracing::error!(%err, "cannot encode an error reply"),
+            Err(err) => tracing::error!(err = %Chain(&err), "cannot encode an error reply"),
         }
     }
 }

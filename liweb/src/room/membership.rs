@@ -13,6 +13,7 @@ use super::{
 use crate::{
     cluster::Only,
     conn::{Conn, ConnId},
+    error::Chain,
     event::Events,
     presence::{PresenceChange, PresenceKey, now_ms},
     protocol::{
@@ -114,7 +115,7 @@ impl<Out: Events> Room<Out> {
                 Some(cluster) => match cluster.presence(&room.key, now_ms()).await {
                     Ok(records) => records,
                     Err(err) => {
-                        tracing::warn!(room = %room.key, %err, "cluster presence unavailable; the joiner gets this node's");
+                        tracing::warn!(room = %room.key, err = %Chain(&err), "cluster presence unavailable; the joiner gets this node's");
                         self.registry.presence.list(&room.key, now_ms())
                     }
                 },
@@ -138,7 +139,7 @@ impl<Out: Events> Room<Out> {
                     room.send_reserved(STATE_SNAPSHOT, &payload, |id| id == conn.id());
                 }
                 Err(err) => {
-                    tracing::error!(room = %room.key, %err, "cannot read a snapshot for a joiner")
+                    tracing::error!(room = %room.key, err = %Chain(&err), "cannot read a snapshot for a joiner")
                 }
             }
         }

@@ -20,6 +20,7 @@ use crate::{
     cluster::{Link, Message, Only},
     codec::{CodecKind, EncodeOnce, Frame},
     conn::{Conn, ConnId},
+    error::Chain,
     error::EncodeError,
     event::Events,
     presence::{PresenceKey, PresenceRecord, PresenceStore, now_ms},
@@ -117,7 +118,7 @@ impl<Out: Events> RoomInner<Out> {
         let mut frames =
             EncodeOnce::new(|codec: CodecKind| codec.encode_parts(name, None, payload));
         if let Err(err) = self.send(&mut frames, keep) {
-            tracing::error!(room = %self.key, %err, event = name, "cannot encode a room event");
+            tracing::error!(room = %self.key, err = %Chain(&err), event = name, "cannot encode a room event");
         }
     }
 
@@ -244,14 +245,14 @@ impl<Out: Events> Registry<Out> {
                     Ok(members) if members.is_empty() => {}
                     Ok(_) => return true,
                     Err(err) => {
-                        tracing::warn!(room = %key, %err, "kept the state of a room emptied here: cannot tell whether other nodes have members");
+                        tracing::warn!(room = %key, err = %Chain(&err), "kept the state of a room emptied here: cannot tell whether other nodes have members");
                         return true;
                     }
                 }
             }
         }
         if let Err(err) = self.state.drop_room(key).await {
-            tracing::error!(room = %key, %err, "cannot drop the state of a deleted room");
+            tracing::error!(room = %key, err = %Chain(&err), "cannot drop the state of a deleted room");
         }
         true
     }
@@ -290,7 +291,7 @@ impl<Out: Events> Registry<Out> {
                 frame: frame.into_bytes(),
             }),
             Err(err) => {
-                tracing::error!(room = %room, %err, event = name, "cannot encode a room event")
+                tracing::error!(room = %room, err = %Chain(&err), event = name, "cannot encode a room event")
             }
         }
     }

@@ -15,6 +15,7 @@ use super::{Server, config::UpgradeRejection};
 use crate::{
     auth::AuthFailure,
     conn::{Conn, DisconnectReason, meta::ConnMeta},
+    error::Chain,
     error::{HandlerError, panic_message},
     event::Events,
     handler::{extract, hook::BoxHook},
@@ -116,7 +117,7 @@ impl<In: Events, Out: Events> Server<In, Out> {
         event: Option<&'static str>,
         error: HandlerError,
     ) {
-        tracing::warn!(conn = %conn.id(), event, %error, "event handling failed");
+        tracing::warn!(conn = %conn.id(), event, error = %Chain(&error), "event handling failed");
         if let Some(hook) = &self.inner.on_error {
             let report = ErrorReport {
                 conn: conn.clone(),

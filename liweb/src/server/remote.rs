@@ -19,6 +19,7 @@ use crate::{
     cluster::{Deliver, Message, Target},
     codec::{CodecKind, EncodeOnce, Frame, RawPayload},
     conn::ConnId,
+    error::Chain,
     error::EncodeError,
     event::{Events, PayloadDecoder},
     presence::PresenceRecord,
@@ -228,7 +229,7 @@ impl<In: Events, Out: Events> Deliver for LocalNode<In, Out> {
             }
         };
         if let Err(err) = delivered {
-            tracing::error!(%err, "a frame from another node is not valid for this node's codecs");
+            tracing::error!(err = %Chain(&err), "a frame from another node is not valid for this node's codecs");
         }
     }
 

@@ -5,7 +5,10 @@
 use bytes::Bytes;
 
 pub use crate::codec::Frame;
-use crate::{codec::InFrame, protocol::CloseCode};
+use crate::{
+    codec::{FrameData, InFrame},
+    protocol::CloseCode,
+};
 
 /// One item a transport hands over to its connection: what the peer sent,
 /// already reduced to what liweb needs.
@@ -70,5 +73,27 @@ impl InboundFrame {
     /// Whether it is a text frame.
     pub fn is_text(&self) -> bool {
         self.0.is_text()
+    }
+
+    /// The frame a message encoded for sending becomes when it arrives: what
+    /// the Rust client hands its transport.
+    #[cfg_attr(not(feature = "client"), allow(dead_code))]
+    pub(crate) fn from_frame(frame: Frame) -> Self {
+        Self(match frame.data {
+            FrameData::Text(text) => InFrame::Text(text),
+            FrameData::Binary(bytes) => InFrame::Binary(bytes),
+        })
+    }
+
+    /// The frame's bytes as an outbound [`Frame`], for a transport that
+    /// writes what the Rust client sends.
+    #[cfg_attr(not(feature = "client"), allow(dead_code))]
+    pub(crate) fn into_frame(self) -> Frame {
+        Frame {
+            data: match self.0 {
+                InFrame::Text(text) => FrameData::Text(text),
+                InFrame::Binary(bytes) => FrameData::Binary(bytes),
+            },
+        }
     }
 }

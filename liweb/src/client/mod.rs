@@ -48,39 +48,43 @@
 //! # Ok(()) }
 //! ```
 
+//! The client's files: `mod.rs` the handles, `task.rs` the task that runs
+//! the connection and reads what arrives, `ws.rs` and `tcp.rs` the two
+//! transports, each a `Stream` of the [`Outbound`] items a server sends and
+//! a `Sink` of the [`Inbound`] items a server reads — the very items the
+//! server's own transports exchange with it.
+
+mod task;
+#[cfg(feature = "tcp")]
+mod tcp;
+mod ws;
+
 use std::{
     collections::HashMap,
     fmt,
+    future::{Future, IntoFuture},
     marker::PhantomData,
     pin::Pin,
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
     task::{Context, Poll},
-};
-
-use std::{
-    future::{Future, IntoFuture},
-    sync::atomic::{AtomicU64, Ordering},
     time::Duration,
 };
 
 use bytes::Bytes;
-use futures_util::{SinkExt, Stream, StreamExt};
+use futures_util::{Sink, Stream};
 use serde::{Serialize, de::DeserializeOwned};
 use tokio::sync::{mpsc, oneshot};
-use tokio_tungstenite::tungstenite::{
-    self, Message,
-    client::IntoClientRequest,
-    protocol::{CloseFrame, frame::coding::CloseCode as WsCloseCode},
-};
+use tokio_tungstenite::tungstenite::{self, client::IntoClientRequest};
 
 use crate::{
     codec::{CodecKind, Frame, Input, RawPayload},
     error::{DecodeError, EncodeError},
     event::{EventKey, Events, PayloadDecoder},
-    protocol::{
-        ACK_EVENT, AUTH_ERROR, AUTH_EVENT, AUTH_SUCCESS, CloseCode, ERROR_EVENT, ErrorCode,
-        ErrorPayload,
-    },
+    protocol::{ACK_EVENT, AUTH_EVENT, CloseCode, ErrorCode, ErrorPayload},
+    transport::item::{Inbound, InboundFrame, Outbound},
 };
 
 /// What can go wrong with a client.
@@ -88,7 +92,7 @@ use crate::{
 #[non_exhaustive]
 pub enum ClientError {
     /// The WebSocket handshake or transport failed.
-    #[error("websocket: {0}")]
+    #[error("the websocket connection failed")]
     WebSocket(#[from] tungstenite::Error),
     /// The connection is closed; nothing was sent.
     #[error("the connection is closed")]
@@ -100,7 +104,7 @@ pub enum ClientError {
     #[error("no reply within {0:?}")]
     Timeout(Duration),
     /// The TCP connection failed (feature `tcp`).
-    #[error("tcp: {0}")]
+    #[error("the tcp connection failed")]
     Io(#[from] std::io::Error),
     /// The server refused the TCP connection with this close code and
     /// reason (feature `tcp`): shutting down, full, an unsupported codec,
@@ -150,7 +154,7 @@ pub enum Incoming<Rx> {
 pub struct Responder {
     id: u64,
     codec: CodecKind,
-    commands: mpsc::UnboundedSender<Command>,
+    commands: mpsc::UnboundedSender<Inbound>,
 }
 
 impl Responder {
@@ -172,13 +176,10 @@ impl Responder {
     }
 }
 
-fn send(commands: &mpsc::UnboundedSender<Command>, frame: Frame) -> Result<(), ClientError> {
-    let command = if frame.is_text() {
-        Command::Text(frame.into_bytes())
-    } else {
-        Command::Binary(frame.into_bytes())
-    };
-    commands.send(command).map_err(|_| ClientError::Closed)
+/// Queues one encoded message for the client's task.
+fn send(commands: &mpsc::UnboundedSender<Inbound>, frame: Frame) -> Result<(), ClientError> {
+    let item = Inbound::Frame(InboundFrame::from_frame(frame));
+    commands.send(item).map_err(|_| ClientError::Closed)
 }
 
 type Listener = Box<dyn Fn(RawPayload<'_>) -> Result<(), DecodeError> + Send + Sync>;
@@ -189,15 +190,6 @@ type Waiter = Box<dyn for<'a> FnOnce(Result<RawPayload<'a>, ErrorPayload>) + Sen
 /// Takes the verdict of `__auth`: the whole `auth:success` frame, decoded
 /// by the waiter as its user type, or the reason.
 type AuthWaiter = oneshot::Sender<Result<Bytes, String>>;
-
-#[derive(Debug)]
-enum Command {
-    /// A text frame (the bytes are UTF-8).
-    Text(Bytes),
-    /// A binary frame.
-    Binary(Bytes),
-    Close(CloseCode, String),
-}
 
 /// What the client's task shares with the handles.
 #[derive(Default)]
@@ -218,7 +210,7 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// A typed WebSocket client of a liweb server; see the [module docs](self).
 pub struct Client<Rx, Tx> {
-    commands: mpsc::UnboundedSender<Command>,
+    commands: mpsc::UnboundedSender<Inbound>,
     incoming: mpsc::UnboundedReceiver<Incoming<Rx>>,
     shared: Arc<Shared>,
     _tx: PhantomData<fn(Tx)>,
@@ -312,18 +304,17 @@ impl<Rx: Events, Tx: Events> Client<Rx, Tx> {
         #[cfg(feature = "tcp")]
         if request.uri().scheme_str() == Some("tcp") {
             let socket = tcp::connect(request.uri(), codec).await?;
-            return Ok(Self::start(socket, codec, true));
+            return Ok(Self::start(socket, codec));
         }
         let (socket, _response) = tokio_tungstenite::connect_async(request).await?;
-        Ok(Self::start(socket, codec, false))
+        Ok(Self::start(ws::Socket::new(socket), codec))
     }
 
-    /// Starts the client's task on an open socket; `answer_pings` when the
-    /// socket does not answer pings itself (TCP).
-    fn start<S, E>(socket: S, codec: CodecKind, answer_pings: bool) -> Self
+    /// Starts the client's task on an open connection: a stream of what the
+    /// server sends and a sink of what it reads, whatever the transport.
+    fn start<S>(socket: S, codec: CodecKind) -> Self
     where
-        S: Stream<Item = Result<Message, E>> + futures_util::Sink<Message> + Unpin + Send + 'static,
-        E: Send + 'static,
+        S: Stream<Item = Outbound> + Sink<Inbound> + Unpin + Send + 'static,
     {
         let (commands, command_rx) = mpsc::unbounded_channel();
         let (incoming_tx, incoming) = mpsc::unbounded_channel();
@@ -332,9 +323,8 @@ impl<Rx: Events, Tx: Events> Client<Rx, Tx> {
             codec,
             ..Shared::default()
         });
-        tokio::spawn(run::<Rx, S, E>(
+        tokio::spawn(task::run::<Rx, S>(
             socket,
-            answer_pings,
             command_rx,
             // Only the handles keep the command channel open; the task's
             // own sender (for responders) must not, or dropping the client
@@ -421,16 +411,18 @@ impl<Rx: Events, Tx: Events> Client<Rx, Tx> {
     /// Sends a raw text frame, bypassing the types; for testing servers
     /// against malformed input.
     pub fn emit_raw(&self, text: impl Into<String>) -> Result<(), ClientError> {
+        let frame = InboundFrame::text(text.into());
         self.commands
-            .send(Command::Text(Bytes::from(text.into())))
+            .send(Inbound::Frame(frame))
             .map_err(|_| ClientError::Closed)
     }
 
     /// Sends a raw binary frame, bypassing the types; for testing servers
     /// against malformed input.
     pub fn emit_raw_binary(&self, bytes: impl Into<Bytes>) -> Result<(), ClientError> {
+        let frame = InboundFrame::binary(bytes.into());
         self.commands
-            .send(Command::Binary(bytes.into()))
+            .send(Inbound::Frame(frame))
             .map_err(|_| ClientError::Closed)
     }
 
@@ -459,7 +451,7 @@ impl<Rx: Events, Tx: Events> Client<Rx, Tx> {
     /// then yields what is still in flight and finally [`Incoming::Closed`].
     pub fn close(&self, code: CloseCode, reason: &str) -> Result<(), ClientError> {
         self.commands
-            .send(Command::Close(code, reason.to_owned()))
+            .send(Inbound::Close(Some((code, reason.to_owned()))))
             .map_err(|_| ClientError::Closed)
     }
 }
@@ -477,7 +469,7 @@ impl<Rx, Tx> Stream for Client<Rx, Tx> {
 pub struct ClientRequest<R> {
     id: u64,
     frame: Result<Frame, EncodeError>,
-    commands: mpsc::UnboundedSender<Command>,
+    commands: mpsc::UnboundedSender<Inbound>,
     shared: Arc<Shared>,
     timeout: Duration,
     _reply: PhantomData<fn() -> R>,
@@ -530,327 +522,8 @@ impl<R: DeserializeOwned + Send + 'static> IntoFuture for ClientRequest<R> {
     }
 }
 
-async fn run<Rx: Events, S, E>(
-    mut socket: S,
-    answer_pings: bool,
-    mut commands: mpsc::UnboundedReceiver<Command>,
-    command_tx: mpsc::WeakUnboundedSender<Command>,
-    incoming: mpsc::UnboundedSender<Incoming<Rx>>,
-    shared: Arc<Shared>,
-) where
-    S: Stream<Item = Result<Message, E>> + futures_util::Sink<Message> + Unpin,
-{
-    let mut close = None;
-    let mut commands_open = true;
-    loop {
-        tokio::select! {
-            command = commands.recv(), if commands_open => match command {
-                Some(Command::Text(bytes)) => {
-                    let Ok(text) = tungstenite::Utf8Bytes::try_from(bytes) else { continue };
-                    if socket.send(Message::Text(text)).await.is_err() {
-                        break;
-                    }
-                }
-                Some(Command::Binary(bytes)) => {
-                    if socket.send(Message::Binary(bytes)).await.is_err() {
-                        break;
-                    }
-                }
-                Some(Command::Close(code, reason)) => {
-                    let frame = CloseFrame { code: WsCloseCode::from(code.as_u16()), reason: reason.into() };
-                    let _ = socket.send(Message::Close(Some(frame))).await;
-                }
-                // Every handle is gone: say goodbye and stop.
-                None => {
-                    commands_open = false;
-                    let _ = socket.send(Message::Close(None)).await;
-                }
-            },
-            message = socket.next() => match message {
-                Some(Ok(Message::Text(text))) if shared.codec.is_text() => {
-                    let Some(commands) = command_tx.upgrade() else { continue };
-                    if let Some(item) = decode::<Rx>(Input::Text(text.as_str()), &shared, &commands) {
-                        let _ = incoming.send(item);
-                    }
-                }
-                Some(Ok(Message::Binary(bytes))) if !shared.codec.is_text() => {
-                    let Some(commands) = command_tx.upgrade() else { continue };
-                    if let Some(item) = decode::<Rx>(Input::Binary(&bytes), &shared, &commands) {
-                        let _ = incoming.send(item);
-                    }
-                }
-                Some(Ok(Message::Text(_))) => {
-                    let _ = incoming.send(Incoming::Malformed {
-                        event: None,
-                        error: DecodeError::frame("text frame on a binary connection"),
-                    });
-                }
-                Some(Ok(Message::Binary(_))) => {
-                    let _ = incoming.send(Incoming::Malformed {
-                        event: None,
-                        error: DecodeError::frame("binary frame on a JSON connection"),
-                    });
-                }
-                Some(Ok(Message::Close(frame))) => {
-                    close = frame.map(|frame| (CloseCode::from(u16::from(frame.code)), frame.reason.as_str().to_owned()));
-                }
-                Some(Ok(Message::Ping(data))) if answer_pings => {
-                    if socket.send(Message::Pong(data)).await.is_err() {
-                        break;
-                    }
-                }
-                Some(Ok(_)) => {}
-                Some(Err(_)) | None => break,
-            },
-        }
-    }
-    // Waiting requests see the connection closed.
-    lock(&shared.waiters).clear();
-    lock(&shared.auth).take();
-    let _ = incoming.send(Incoming::Closed(close));
-}
-
 /// The `auth:success` payload, `{"user": ..}`.
 #[derive(serde::Deserialize)]
 struct AuthSuccess<U> {
     user: U,
-}
-
-/// The `auth:error` payload, `{"reason": ..}`.
-#[derive(serde::Deserialize)]
-struct AuthError {
-    reason: String,
-}
-
-fn input_bytes<'a>(input: &Input<'a>) -> &'a [u8] {
-    match *input {
-        Input::Text(text) => text.as_bytes(),
-        Input::Binary(bytes) => bytes,
-    }
-}
-
-fn decode<Rx: Events>(
-    input: Input<'_>,
-    shared: &Shared,
-    commands: &mpsc::UnboundedSender<Command>,
-) -> Option<Incoming<Rx>> {
-    let frame = match shared.codec.decode_frame(input) {
-        Ok(frame) => frame,
-        Err(error) => return Some(Incoming::Malformed { event: None, error }),
-    };
-    let malformed = |error| Incoming::Malformed {
-        event: Some(frame.event.to_string()),
-        error,
-    };
-    match &*frame.event {
-        ERROR_EVENT => {
-            return Some(match frame.payload.decode::<ErrorPayload>() {
-                Ok(error) => Incoming::Error(error),
-                Err(error) => malformed(error),
-            });
-        }
-        ACK_EVENT => {
-            let waiter = frame.ack.and_then(|id| lock(&shared.waiters).remove(&id));
-            if let Some(waiter) = waiter {
-                let result = match frame.error {
-                    None => Ok(frame.payload),
-                    Some(error) => {
-                        Err(error
-                            .decode::<ErrorPayload>()
-                            .unwrap_or_else(|err| ErrorPayload {
-                                code: ErrorCode::HandlerFailed,
-                                message: format!("malformed error reply: {err}"),
-                                event: None,
-                            }))
-                    }
-                };
-                waiter(result);
-            }
-            return None;
-        }
-        AUTH_SUCCESS | AUTH_ERROR => {
-            // The user's type is known only to the waiter, which decodes
-            // the frame again; this is once per connection.
-            let verdict = if frame.event == AUTH_SUCCESS {
-                Ok(Bytes::copy_from_slice(input_bytes(&input)))
-            } else {
-                match frame.payload.decode::<AuthError>() {
-                    Ok(error) => Err(error.reason),
-                    Err(error) => return Some(malformed(error)),
-                }
-            };
-            match (lock(&shared.auth).take(), verdict) {
-                (Some(waiter), verdict) => {
-                    let _ = waiter.send(verdict);
-                    return None;
-                }
-                (None, Err(reason)) => return Some(Incoming::AuthError(reason)),
-                (None, Ok(_)) => return None,
-            }
-        }
-        _ => {}
-    }
-    let Some(index) = Rx::index_of(&frame.event) else {
-        return Some(malformed(DecodeError::frame(format_args!(
-            "unknown event `{}`",
-            frame.event
-        ))));
-    };
-    if let Some(id) = frame.ack {
-        {
-            let responders = lock(&shared.responders);
-            if let Some(respond) = responders.get(&index) {
-                match respond(frame.payload, id) {
-                    Ok(reply) => {
-                        let _ = send(commands, reply);
-                        return None;
-                    }
-                    Err(ClientError::Decode(error)) => return Some(malformed(error)),
-                    Err(_) => return None,
-                }
-            }
-        }
-        return match Rx::decode(index, frame.payload) {
-            Some(Ok(event)) => Some(Incoming::Request(
-                event,
-                Responder {
-                    id,
-                    codec: shared.codec,
-                    commands: commands.clone(),
-                },
-            )),
-            Some(Err(error)) => Some(malformed(error)),
-            None => Some(malformed(DecodeError::frame("event index out of range"))),
-        };
-    }
-    {
-        let listeners = lock(&shared.listeners);
-        if let Some(listeners) = listeners.get(&index).filter(|list| !list.is_empty()) {
-            for listener in listeners {
-                if let Err(error) = listener(frame.payload) {
-                    return Some(malformed(error));
-                }
-            }
-            return None;
-        }
-    }
-    match Rx::decode(index, frame.payload) {
-        Some(Ok(event)) => Some(Incoming::Event(event)),
-        Some(Err(error)) => Some(malformed(error)),
-        None => Some(malformed(DecodeError::frame("event index out of range"))),
-    }
-}
-
-/// The client's side of the TCP transport (feature `tcp`): `tcp://host:port`.
-#[cfg(feature = "tcp")]
-mod tcp {
-    use std::{io, time::Duration};
-
-    use bytes::BytesMut;
-    use futures_util::{Sink, SinkExt, Stream, StreamExt};
-    use tokio::net::TcpStream;
-    use tokio_tungstenite::tungstenite::{
-        Message,
-        protocol::{CloseFrame, frame::coding::CloseCode as WsCloseCode},
-    };
-    use tokio_util::codec::{Encoder, Framed};
-
-    use super::ClientError;
-    use crate::{
-        codec::CodecKind,
-        protocol::CloseCode,
-        tcp::wire::{FrameError, WireCodec, WireFrame, WireOut},
-    };
-
-    /// The largest message the client reads.
-    const MAX_MESSAGE: usize = 64 * 1024 * 1024;
-    /// How long the server may take to answer `HELLO`.
-    const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
-    impl Encoder<Message> for WireCodec {
-        type Error = io::Error;
-
-        fn encode(&mut self, item: Message, dst: &mut BytesMut) -> io::Result<()> {
-            match &item {
-                Message::Text(text) => self.write(WireOut::Message(text.as_bytes()), dst),
-                Message::Binary(bytes) => self.write(WireOut::Message(bytes), dst),
-                Message::Ping(_) => self.write(WireOut::Ping, dst),
-                Message::Pong(_) => self.write(WireOut::Pong, dst),
-                Message::Close(Some(frame)) => {
-                    self.write(WireOut::Close(u16::from(frame.code), &frame.reason), dst)
-                }
-                Message::Close(None) => {
-                    self.write(WireOut::Close(CloseCode::Normal.as_u16(), ""), dst)
-                }
-                Message::Frame(_) => Ok(()),
-            }
-        }
-    }
-
-    /// Connects, sends `HELLO` naming `codec` and waits for the server's
-    /// answer; the socket then reads and writes tungstenite messages, so the
-    /// client's task runs the same over both transports.
-    pub(super) async fn connect(
-        uri: &http::Uri,
-        codec: CodecKind,
-    ) -> Result<
-        impl Stream<Item = Result<Message, FrameError>>
-        + Sink<Message, Error = io::Error>
-        + Unpin
-        + Send
-        + 'static,
-        ClientError,
-    > {
-        let authority = uri
-            .authority()
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no host in the URL"))?;
-        let stream = TcpStream::connect(authority.as_str()).await?;
-        stream.set_nodelay(true)?;
-        let mut framed = Framed::new(stream, WireCodec::new(MAX_MESSAGE));
-        let mut hello = BytesMut::new();
-        framed
-            .codec()
-            .write(WireOut::Hello(codec.subprotocol()), &mut hello)?;
-        framed.write_buffer_mut().extend_from_slice(&hello);
-        SinkExt::<Message>::flush(&mut framed).await?;
-        let answer = tokio::time::timeout(HANDSHAKE_TIMEOUT, framed.next())
-            .await
-            .map_err(|_| ClientError::Timeout(HANDSHAKE_TIMEOUT))?;
-        match answer {
-            Some(Ok(WireFrame::Hello(_))) => {}
-            Some(Ok(WireFrame::Close(close))) => {
-                let (code, reason) = close.unwrap_or((CloseCode::Normal.as_u16(), String::new()));
-                return Err(ClientError::Refused(CloseCode::from(code), reason));
-            }
-            Some(Err(FrameError::Io(err))) => return Err(err.into()),
-            None => return Err(io::Error::from(io::ErrorKind::UnexpectedEof).into()),
-            Some(other) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("unexpected answer to HELLO: {other:?}"),
-                )
-                .into());
-            }
-        }
-        let text = codec.is_text();
-        Ok(framed.map(move |frame| {
-            frame.map(|frame| match frame {
-                WireFrame::Message(bytes) if text => {
-                    match super::tungstenite::Utf8Bytes::try_from(bytes.clone()) {
-                        Ok(text) => Message::Text(text),
-                        Err(_) => Message::Binary(bytes),
-                    }
-                }
-                WireFrame::Message(bytes) => Message::Binary(bytes),
-                WireFrame::Ping => Message::Ping(bytes::Bytes::new()),
-                WireFrame::Pong => Message::Pong(bytes::Bytes::new()),
-                WireFrame::Close(close) => Message::Close(close.map(|(code, reason)| CloseFrame {
-                    code: WsCloseCode::from(code),
-                    reason: reason.into(),
-                })),
-                // Only the handshake has a HELLO; a second one is ignored.
-                WireFrame::Hello(_) => Message::Pong(bytes::Bytes::new()),
-            })
-        }))
-    }
 }
