@@ -126,7 +126,7 @@ pub(crate) fn expand(args: Args, item: ItemFn) -> syn::Result<TokenStream> {
         .or_else(|| arg_types.iter().find_map(|ty| out_type_of(ty)));
     let (impl_generics, out_ty) = match &out {
         Some(out) => (quote!(), quote!(#out)),
-        None => (quote!(<__Out: ::liweb::Events>), quote!(__Out)),
+        None => (quote!(<__Out: ::liweb::__private::Events>), quote!(__Out)),
     };
 
     let vis = &item.vis;
@@ -150,7 +150,7 @@ pub(crate) fn expand(args: Args, item: ItemFn) -> syn::Result<TokenStream> {
         .collect();
     let extractions = arg_types.iter().zip(&arg_idents).map(|(ty, ident)| {
         quote_spanned! {ty.span()=>
-            let #ident = <#ty as ::liweb::FromEvent<#key, <#key as ::liweb::EventKey>::Payload, #enum_path, #out_ty, _>>::from_event(&mut __parts)?;
+            let #ident = <#ty as ::liweb::__private::FromEvent<#key, <#key as ::liweb::__private::EventKey>::Payload, #enum_path, #out_ty, _>>::from_event(&mut __parts)?;
         }
     });
     let guard_idents: Vec<_> = (0..args.guards.len())
@@ -173,7 +173,7 @@ pub(crate) fn expand(args: Args, item: ItemFn) -> syn::Result<TokenStream> {
         ReturnType::Type(_, ty) => ty.span(),
     };
     let into_result = quote_spanned! {output_span=>
-        ::liweb::IntoHandlerResult::into_handler_result(__output)
+        ::liweb::__private::IntoHandlerResult::into_handler_result(__output)
     };
     let doc_value = format!(
         "Handler of the [`{}`] event; the function itself is [`{name}::handle`].",
@@ -191,7 +191,7 @@ pub(crate) fn expand(args: Args, item: ItemFn) -> syn::Result<TokenStream> {
         #[doc = ""]
         #[doc = #doc_value]
         #[allow(non_camel_case_types)]
-        #[derive(Debug, Clone, Copy)]
+        #[derive(::core::fmt::Debug, ::core::clone::Clone, ::core::marker::Copy)]
         #vis struct #name {}
 
         #(#docs)*
@@ -209,17 +209,19 @@ pub(crate) fn expand(args: Args, item: ItemFn) -> syn::Result<TokenStream> {
         }
 
         const _: () = {
+            #[automatically_derived]
             impl ::liweb::__private::HandlerEvent for #name {
                 type Event = #key;
             }
 
-            impl #impl_generics ::liweb::Handler<#enum_path, #out_ty> for #name {
+            #[automatically_derived]
+            impl #impl_generics ::liweb::__private::Handler<#enum_path, #out_ty> for #name {
                 type Event = #key;
 
                 fn call(
                     &self,
                     __call: ::liweb::__private::Call<'_, #enum_path, #out_ty>,
-                ) -> ::core::result::Result<::liweb::HandlerFuture, ::liweb::ExtractError> {
+                ) -> ::core::result::Result<::liweb::__private::HandlerFuture, ::liweb::__private::ExtractError> {
                     #[allow(unused_mut, unused_variables)]
                     let mut __parts = ::liweb::__private::EventParts::<#key, #enum_path, #out_ty>::new(__call)?;
                     #(#guard_starts)*

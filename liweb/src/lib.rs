@@ -282,6 +282,9 @@ pub mod prelude {
 #[doc(hidden)]
 pub mod __private {
     //! Items the macros expand to. Not public API.
+    //!
+    //! The macros name everything through here, public items included, so
+    //! their output does not depend on where liweb defines them.
     pub use crate::handler::{
         Call, HandlerEvent, HandlerTag,
         ack::Outcome,
@@ -290,6 +293,10 @@ pub mod __private {
         hook::{Guard, GuardFuture, start_guard},
     };
     pub use crate::{__liweb_ts_events as ts_events, __liweb_ts_struct as ts_struct};
+    pub use crate::{
+        EventKey, Events, ExtractError, FromEvent, Handler, HandlerFuture, IntoHandlerResult,
+        PayloadDecoder,
+    };
     pub use serde;
     pub use std::boxed::Box;
     pub use std::result::Result;

@@ -166,7 +166,15 @@ fn key_item(container: &Container<'_>, variant: &Variant<'_>) -> TokenStream {
             );
             quote! {
                 #[doc = #doc]
-                #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+                #[derive(
+                    ::core::fmt::Debug,
+                    ::core::clone::Clone,
+                    ::core::marker::Copy,
+                    ::core::cmp::PartialEq,
+                    ::core::cmp::Eq,
+                    ::core::hash::Hash,
+                    ::core::default::Default,
+                )]
                 #vis1 struct #ident;
             }
         }
@@ -205,11 +213,12 @@ fn key_impl(
     let unused = matches!(variant.shape, Shape::Unit | Shape::Unsupported(_))
         .then(|| quote!(let _ = payload;));
     quote! {
-        impl ::liweb::EventKey for #module::#ident {
+        #[automatically_derived]
+        impl ::liweb::__private::EventKey for #module::#ident {
             type Events = #enum_ident;
             type Payload = #payload;
-            const NAME: &'static str = #name;
-            const INDEX: usize = #index;
+            const NAME: &'static ::core::primitive::str = #name;
+            const INDEX: ::core::primitive::usize = #index;
             fn into_event(payload: Self::Payload) -> #enum_ident {
                 #unused
                 #into_event
@@ -254,9 +263,12 @@ fn events_impl(container: &Container<'_>, module: &syn::Ident) -> TokenStream {
         .map(|(index, variant)| {
             let ident = variant.ident;
             quote! {
-                #index => payload
-                    .decode::<<#module::#ident as ::liweb::EventKey>::Payload>()
-                    .map(<#module::#ident as ::liweb::EventKey>::into_event),
+                #index => ::core::result::Result::map(
+                    <D as ::liweb::__private::PayloadDecoder>::decode::<
+                        <#module::#ident as ::liweb::__private::EventKey>::Payload,
+                    >(payload),
+                    <#module::#ident as ::liweb::__private::EventKey>::into_event,
+                ),
             }
         });
     let mut ref_structs = Vec::new();
@@ -267,7 +279,7 @@ fn events_impl(container: &Container<'_>, module: &syn::Ident) -> TokenStream {
             let ident = variant.ident;
             match &variant.shape {
                 Shape::Unit | Shape::Unsupported(_) => {
-                    quote!(Self::#ident => __serializer.serialize_unit(),)
+                    quote!(Self::#ident => ::liweb::__private::serde::Serializer::serialize_unit(__serializer),)
                 }
                 Shape::Newtype(_) => quote! {
                     Self::#ident(payload) => ::liweb::__private::serde::Serialize::serialize(payload, __serializer),
@@ -304,25 +316,28 @@ fn events_impl(container: &Container<'_>, module: &syn::Ident) -> TokenStream {
     quote! {
         #(#ref_structs)*
 
-        impl ::liweb::Events for #enum_ident {
-            const NAMES: &'static [&'static str] = &[#(#names),*];
-            const MISSING_HANDLER: &'static [&'static str] = &[#(#missing),*];
+        #[automatically_derived]
+        impl ::liweb::__private::Events for #enum_ident {
+            const NAMES: &'static [&'static ::core::primitive::str] = &[#(#names),*];
+            const MISSING_HANDLER: &'static [&'static ::core::primitive::str] = &[#(#missing),*];
 
-            fn index(&self) -> usize {
+            fn index(&self) -> ::core::primitive::usize {
                 match self {
                     #(#index_arms)*
                 }
             }
 
-            fn index_of(name: &str) -> ::core::option::Option<usize> {
+            fn index_of(
+                name: &::core::primitive::str,
+            ) -> ::core::option::Option<::core::primitive::usize> {
                 match name {
                     #(#name_arms)*
                     _ => ::core::option::Option::None,
                 }
             }
 
-            fn decode<D: ::liweb::PayloadDecoder>(
-                index: usize,
+            fn decode<D: ::liweb::__private::PayloadDecoder>(
+                index: ::core::primitive::usize,
                 payload: D,
             ) -> ::core::option::Option<::core::result::Result<Self, D::Error>> {
                 ::core::option::Option::Some(match index {
@@ -365,6 +380,7 @@ fn from_impls(container: &Container<'_>, module: &syn::Ident) -> Vec<TokenStream
                     let text = quote!(#ty).to_string();
                     (newtype_types.iter().filter(|other| **other == text).count() == 1).then(|| {
                         quote! {
+                            #[automatically_derived]
                             impl ::core::convert::From<#ty> for #enum_ident {
                                 fn from(payload: #ty) -> Self {
                                     Self::#ident(payload)
@@ -374,9 +390,10 @@ fn from_impls(container: &Container<'_>, module: &syn::Ident) -> Vec<TokenStream
                     })
                 }
                 Shape::Struct(_) => Some(quote! {
+                    #[automatically_derived]
                     impl ::core::convert::From<#module::#ident> for #enum_ident {
                         fn from(payload: #module::#ident) -> Self {
-                            <#module::#ident as ::liweb::EventKey>::into_event(payload)
+                            <#module::#ident as ::liweb::__private::EventKey>::into_event(payload)
                         }
                     }
                 }),
@@ -395,16 +412,29 @@ pub(crate) fn fallback(input: &DeriveInput) -> TokenStream {
     let ident = &input.ident;
     quote! {
         const _: () = {
-            impl ::liweb::Events for #ident {
-                const NAMES: &'static [&'static str] = &[];
-                const MISSING_HANDLER: &'static [&'static str] = &[];
-                fn index(&self) -> usize { 0 }
-                fn index_of(_: &str) -> ::core::option::Option<usize> { ::core::option::Option::None }
-                fn decode<D: ::liweb::PayloadDecoder>(_: usize, _: D) -> ::core::option::Option<::core::result::Result<Self, D::Error>> {
+            #[automatically_derived]
+            impl ::liweb::__private::Events for #ident {
+                const NAMES: &'static [&'static ::core::primitive::str] = &[];
+                const MISSING_HANDLER: &'static [&'static ::core::primitive::str] = &[];
+                fn index(&self) -> ::core::primitive::usize {
+                    0
+                }
+                fn index_of(
+                    _: &::core::primitive::str,
+                ) -> ::core::option::Option<::core::primitive::usize> {
                     ::core::option::Option::None
                 }
-                fn serialize_payload<__S: ::liweb::__private::serde::Serializer>(&self, __serializer: __S) -> ::core::result::Result<__S::Ok, __S::Error> {
-                    __serializer.serialize_unit()
+                fn decode<D: ::liweb::__private::PayloadDecoder>(
+                    _: ::core::primitive::usize,
+                    _: D,
+                ) -> ::core::option::Option<::core::result::Result<Self, D::Error>> {
+                    ::core::option::Option::None
+                }
+                fn serialize_payload<__S: ::liweb::__private::serde::Serializer>(
+                    &self,
+                    __serializer: __S,
+                ) -> ::core::result::Result<__S::Ok, __S::Error> {
+                    ::liweb::__private::serde::Serializer::serialize_unit(__serializer)
                 }
             }
         };
