@@ -59,7 +59,7 @@ impl Parse for Args {
 }
 
 pub(crate) fn expand(args: Args, item: ItemFn) -> syn::Result<TokenStream> {
-    let mut cx = Ctxt::default();
+    let mut cx = Ctxt::new();
     let sig = &item.sig;
     if sig.asyncness.is_none() {
         cx.error_spanned_by(sig.fn_token, "handlers must be `async fn`s");

@@ -12,7 +12,7 @@ use syn::DeriveInput;
 use crate::ctxt::Ctxt;
 
 pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
-    let mut cx = Ctxt::default();
+    let mut cx = Ctxt::new();
     let container = ast::Container::from_ast(&mut cx, input);
     if let Some(container) = &container {
         valid::check(&mut cx, container);
