@@ -7,7 +7,7 @@ mod handler;
 mod names;
 
 use proc_macro::TokenStream;
-use syn::{DeriveInput, ItemFn, parse_macro_input};
+use syn::{DeriveInput, parse_macro_input};
 
 /// Derives `liweb::Events` for an enum of events. See `liweb::Events`.
 #[proc_macro_derive(Events, attributes(event, serde, ts))]
@@ -21,9 +21,7 @@ pub fn derive_events(input: TokenStream) -> TokenStream {
 /// Turns an `async fn` into a handler of one event. See `liweb::handler`.
 #[proc_macro_attribute]
 pub fn handler(args: TokenStream, item: TokenStream) -> TokenStream {
-    let args = parse_macro_input!(args as handler::Args);
-    let item = parse_macro_input!(item as ItemFn);
-    handler::expand(args, item)
+    handler::expand(args.into(), item.into())
         .unwrap_or_else(syn::Error::into_compile_error)
         .into()
 }
