@@ -4,7 +4,7 @@ use heck::{
     ToKebabCase, ToLowerCamelCase, ToShoutyKebabCase, ToShoutySnakeCase, ToSnakeCase,
     ToUpperCamelCase,
 };
-use syn::{Attribute, LitStr};
+use syn::{Attribute, Expr, ExprLit, Lit, LitStr, Token, meta::ParseNestedMeta};
 
 use crate::ctxt::Ctxt;
 
@@ -80,7 +80,9 @@ pub(crate) fn container(cx: &mut Ctxt, attrs: &[Attribute]) -> ContainerAttrs {
     for attr in attrs.iter().filter(|attr| attr.path().is_ident("event")) {
         let result = attr.parse_nested_meta(|meta| {
             if meta.path.is_ident("rename_all") {
-                let value: LitStr = meta.value()?.parse()?;
+                let Some(value) = string_value(cx, &meta, "rename_all")? else {
+                    return Ok(());
+                };
                 if seen.first(cx, &meta.path, "rename_all") {
                     match RenameRule::ALL
                         .iter()
@@ -104,6 +106,7 @@ pub(crate) fn container(cx: &mut Ctxt, attrs: &[Attribute]) -> ContainerAttrs {
                 }
                 Ok(())
             } else if meta.path.is_ident("typescript") {
+                flag(cx, &meta, "typescript")?;
                 if seen.first(cx, &meta.path, "typescript") {
                     typescript = true;
                 }
@@ -135,7 +138,9 @@ pub(crate) fn variant(cx: &mut Ctxt, attrs: &[Attribute]) -> VariantAttrs {
     for attr in attrs.iter().filter(|attr| attr.path().is_ident("event")) {
         let result = attr.parse_nested_meta(|meta| {
             if meta.path.is_ident("name") {
-                let value: LitStr = meta.value()?.parse()?;
+                let Some(value) = string_value(cx, &meta, "name")? else {
+                    return Ok(());
+                };
                 if seen.first(cx, &meta.path, "name") {
                     name = Some(value);
                 }
@@ -155,11 +160,48 @@ pub(crate) fn variant(cx: &mut Ctxt, attrs: &[Attribute]) -> VariantAttrs {
     VariantAttrs { name }
 }
 
+/// The value of `key = "..."`, or `None` once the `Ctxt` has the reason, so
+/// a wrong value does not hide the keys after it.
+fn string_value(
+    cx: &mut Ctxt,
+    meta: &ParseNestedMeta<'_>,
+    key: &str,
+) -> syn::Result<Option<LitStr>> {
+    let expected = format!("`{key}` takes a string: `{key} = \"...\"`");
+    if !meta.input.peek(Token![=]) {
+        cx.error_spanned_by(&meta.path, expected);
+        skip_value(meta)?;
+        return Ok(None);
+    }
+    match meta.value()?.parse::<Expr>()? {
+        Expr::Lit(ExprLit {
+            lit: Lit::Str(value),
+            ..
+        }) => Ok(Some(value)),
+        other => {
+            cx.error_spanned_by(other, expected);
+            Ok(None)
+        }
+    }
+}
+
+/// Reports and steps over a value given to a key that takes none.
+fn flag(cx: &mut Ctxt, meta: &ParseNestedMeta<'_>, key: &str) -> syn::Result<()> {
+    if !meta.input.is_empty() && !meta.input.peek(Token![,]) {
+        cx.error_spanned_by(
+            &meta.path,
+            format!("`{key}` takes no value: `#[event({key})]`"),
+        );
+        skip_value(meta)?;
+    }
+    Ok(())
+}
+
 /// Steps over the value of a key already reported as wrong, so the keys after
 /// it are still checked.
-fn skip_value(meta: &syn::meta::ParseNestedMeta<'_>) -> syn::Result<()> {
-    if meta.input.peek(syn::Token![=]) {
-        meta.value()?.parse::<syn::Expr>()?;
+fn skip_value(meta: &ParseNestedMeta<'_>) -> syn::Result<()> {
+    if meta.input.peek(Token![=]) {
+        meta.value()?.parse::<Expr>()?;
     } else if meta.input.peek(syn::token::Paren) {
         meta.parse_nested_meta(|nested| skip_value(&nested))?;
     }
