@@ -202,7 +202,13 @@ fn key_impl(
     let name = &variant.name;
     let payload = payload_type(module, variant);
     let into_event = match &variant.shape {
-        Shape::Unit | Shape::Unsupported(_) => quote!(#enum_ident::#ident),
+        Shape::Unit => quote!(#enum_ident::#ident),
+        // Expanded only beside the error `valid` reports for it.
+        Shape::Unsupported(_) => {
+            quote!(::core::unreachable!(
+                "liweb reported a compile error for this variant"
+            ))
+        }
         Shape::Newtype(_) => quote!(#enum_ident::#ident(payload)),
         Shape::Struct(fields) => {
             let idents = fields.iter().map(|field| field.ident);
@@ -278,9 +284,12 @@ fn events_impl(container: &Container<'_>, module: &syn::Ident) -> TokenStream {
         .map(|variant| {
             let ident = variant.ident;
             match &variant.shape {
-                Shape::Unit | Shape::Unsupported(_) => {
-                    quote!(Self::#ident => ::liweb::__private::serde::Serializer::serialize_unit(__serializer),)
-                }
+                Shape::Unit => quote! {
+                    Self::#ident => ::liweb::__private::serde::Serializer::serialize_unit(__serializer),
+                },
+                Shape::Unsupported(_) => quote! {
+                    Self::#ident(..) => ::liweb::__private::serde::Serializer::serialize_unit(__serializer),
+                },
                 Shape::Newtype(_) => quote! {
                     Self::#ident(payload) => ::liweb::__private::serde::Serialize::serialize(payload, __serializer),
                 },
@@ -330,6 +339,8 @@ fn events_impl(container: &Container<'_>, module: &syn::Ident) -> TokenStream {
             fn index_of(
                 name: &::core::primitive::str,
             ) -> ::core::option::Option<::core::primitive::usize> {
+                // Two variants share a name only beside the error saying so.
+                #[allow(unreachable_patterns)]
                 match name {
                     #(#name_arms)*
                     _ => ::core::option::Option::None,
@@ -403,11 +414,21 @@ fn from_impls(container: &Container<'_>, module: &syn::Ident) -> Vec<TokenStream
         .collect()
 }
 
-/// A stub `Events` impl emitted next to errors, so uses of the enum do not
-/// add errors of their own.
-pub(crate) fn fallback(input: &DeriveInput) -> TokenStream {
-    if !matches!(input.data, syn::Data::Enum(_)) || !input.generics.params.is_empty() {
+/// What an enum with errors expands to beside them, so that its uses, and
+/// handlers naming its keys, do not add errors of their own: the usual
+/// expansion when the enum can have one (wire names the errors concern are
+/// still valid Rust), else a stub `Events` impl.
+pub(crate) fn fallback(input: &DeriveInput, container: Option<Container<'_>>) -> TokenStream {
+    if !matches!(input.data, syn::Data::Enum(_))
+        || !input.generics.params.is_empty()
+        || input.generics.where_clause.is_some()
+    {
         return TokenStream::new();
+    }
+    if let Some(mut container) = container.filter(|container| !container.variants.is_empty()) {
+        // Without liweb's `typescript` feature this would add an error.
+        container.typescript = false;
+        return expand(&container);
     }
     let ident = &input.ident;
     quote! {

@@ -19,11 +19,11 @@ pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
     }
     match (cx.check(), container) {
         (Ok(()), Some(container)) => Ok(expand::expand(&container)),
-        (Err(errors), _) => {
-            // A stub impl keeps one mistake from cascading into errors at
-            // every use of the enum.
+        (Err(errors), container) => {
+            // What the enum would have expanded to keeps one mistake from
+            // cascading into errors at every use of the enum and its keys.
             let mut tokens = errors.into_compile_error();
-            tokens.extend(expand::fallback(input));
+            tokens.extend(expand::fallback(input, container));
             Ok(tokens)
         }
         (Ok(()), None) => unreachable!("`from_ast` reports why it returns `None`"),
