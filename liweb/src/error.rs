@@ -1,4 +1,15 @@
-//! Error types, one per operation.
+//! The error types of the operations every layer shares: reading a frame
+//! ([`DecodeError`]), encoding one ([`EncodeError`]), sending to a connection
+//! ([`EmitError`]), building a handler's arguments ([`ExtractError`]) and
+//! running a handler or hook ([`HandlerError`]). The errors of one area live
+//! with it: `RequestError` with requests, `JoinError` with rooms,
+//! `StateError` with state, `ClusterError` with the cluster, `ClientError`
+//! with the client, `MiddlewareError` with middleware.
+//!
+//! An error that has a cause carries it as its
+//! [`source`](std::error::Error::source) and keeps it out of its own
+//! message, so a reporter that prints the chain prints each cause once;
+//! liweb's own logs print the chain.
 
 use std::{fmt, sync::Arc};
 

@@ -258,14 +258,14 @@ pub use liweb_macros::handler;
 macro_rules! handlers {
     (exhaustive $events:ty => $($handler:path),+ $(,)?) => {{
         const _: () = $crate::__private::assert_exhaustive::<$events>(&[
-            $(<<$handler as $crate::__private::HandlerEvent>::Event as $crate::EventKey>::INDEX),+
+            $(<<$handler as $crate::__private::HandlerEvent>::Event as $crate::__private::EventKey>::INDEX),+
         ]);
-        let mut list = $crate::HandlerList::new();
+        let mut list = $crate::__private::HandlerList::new();
         $( list.push($handler); )+
         list
     }};
     ($($handler:expr),* $(,)?) => {{
-        let mut list = $crate::HandlerList::new();
+        let mut list = $crate::__private::HandlerList::new();
         $( list.push($handler); )*
         list
     }};
@@ -294,12 +294,11 @@ pub mod __private {
     };
     pub use crate::{__liweb_ts_events as ts_events, __liweb_ts_struct as ts_struct};
     pub use crate::{
-        EventKey, Events, ExtractError, FromEvent, Handler, HandlerFuture, IntoHandlerResult,
-        PayloadDecoder,
+        EventKey, Events, ExtractError, FromEvent, Handler, HandlerFuture, HandlerList,
+        IntoHandlerResult, PayloadDecoder,
     };
     pub use serde;
     pub use std::boxed::Box;
-    pub use std::result::Result;
     #[cfg(feature = "typescript")]
     pub use ts_rs;
 }

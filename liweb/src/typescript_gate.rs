@@ -12,6 +12,7 @@
 #[macro_export]
 macro_rules! __liweb_ts_events {
     ($enum:ident, $visitor:ident, { $($body:tt)* }) => {
+        #[automatically_derived]
         impl $crate::typescript::EventMap for $enum {
             const MAP_NAME: &'static str = ::core::stringify!($enum);
             fn visit_events($visitor: &mut $crate::typescript::EventTypes) {

@@ -66,7 +66,7 @@ impl PartialEq for ClusterError {
 
 impl Eq for ClusterError {}
 
-/// Receives the adapter's errors; see [`RedisAdapter::on_error`].
+/// Receives the adapter's errors; see `RedisAdapter::on_error` (feature `redis`).
 pub type ClusterErrorHook = std::sync::Arc<dyn Fn(&ClusterError) + Send + Sync>;
 
 #[cfg(test)]

@@ -33,7 +33,7 @@
 //! | [`Server::broadcast`](crate::Server::broadcast), [`Server::broadcast_except`](crate::Server::broadcast_except) | local connections at once; one message on the server-wide topic |
 //! | state sync patches, presence events | as room emits, only to members of rooms that have them turned on (each node applies its own room settings) |
 //! | [`Server::disconnect`](crate::Server::disconnect) | local connection closed at once, else one message on the server-wide topic; the node holding the connection closes it |
-//! | room state | the [`StateStore`] is shared (in Redis): every operation atomic across nodes |
+//! | room state | the [`StateStore`](crate::state::StateStore) is shared (in Redis): every operation atomic across nodes |
 //! | [`Room::cluster_members`](crate::Room::cluster_members), [`Room::cluster_size`](crate::Room::cluster_size), [`Room::cluster_presence`](crate::Room::cluster_presence) | read from the shared store, counting only nodes that are alive |
 //!
 //! Stays local, by design: [`Server::broadcast_filter`](crate::Server::broadcast_filter)

@@ -304,7 +304,7 @@ impl<Out: Events> Conn<Out> {
 
     /// Stores a value in the connection's typed data (one value per type),
     /// returning the previous one. Read it back with [`Conn::data`], for
-    /// example in a [`Server::broadcast_filter`] predicate.
+    /// example in a [`Server::broadcast_filter`](crate::Server::broadcast_filter) predicate.
     pub fn set_data<T: Clone + Send + Sync + 'static>(&self, value: T) -> Option<T> {
         self.inner
             .data

@@ -27,7 +27,7 @@ impl JoinRejected {
     }
 }
 
-/// Why [`Room::join`] did not add a connection.
+/// Why [`Room::join`](crate::Room::join) did not add a connection.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum JoinError {
@@ -58,7 +58,8 @@ pub struct RoomDefaults {
 }
 
 impl RoomDefaults {
-    /// Both off (the default).
+    /// Everything off (the default): no state sync, no presence events,
+    /// rooms kept when empty.
     pub const fn new() -> Self {
         Self {
             sync: false,

@@ -6,7 +6,7 @@
 //! that ends leaves all of them in one step. Each room has its own lock, so
 //! emits in different rooms do not contend; the registry's lock is only
 //! taken to find, create or delete a room.
-
+//!
 //! Files: `key` names a room, `defaults` holds what rooms start with and the
 //! join guard's verdicts, `registry` finds and creates rooms, `membership`
 //! joins and leaves them, `fanout` is the one loop that sends an encoded
@@ -447,6 +447,7 @@ mod tests {
                 .map(|(channel, defaults)| (Arc::from(*channel), *defaults))
                 .collect(),
             None,
+            Arc::default(),
         )
     }
 

@@ -39,9 +39,11 @@ pub(crate) struct Registry<Out> {
     pub(crate) presence: Arc<dyn PresenceStore>,
     /// Given to each room's [`RoomState`] so changes reach synced members.
     pub(crate) on_change: ChangeListener,
-    /// The other nodes, when the server is part of a cluster.
+    /// The server's link to the other nodes, when it is part of a cluster:
+    /// rooms publish their traffic through it.
     pub(crate) cluster: Option<Arc<dyn Link>>,
-    /// This node's requests waiting for replies from other nodes.
+    /// The server's waiters for other nodes' replies, for requests to a
+    /// room's members on every node.
     pub(crate) waiters: Arc<Waiters>,
 }
 
@@ -139,6 +141,7 @@ impl<Out: Events> Registry<Out> {
         guard_timeout: std::time::Duration,
         defaults: HashMap<Arc<str>, RoomDefaults>,
         cluster: Option<Arc<dyn Link>>,
+        waiters: Arc<Waiters>,
     ) -> Arc<Self> {
         Arc::new_cyclic(|weak: &Weak<Self>| {
             let weak = weak.clone();
@@ -156,7 +159,7 @@ impl<Out: Events> Registry<Out> {
                 presence,
                 on_change,
                 cluster,
-                waiters: Arc::default(),
+                waiters,
             }
         })
     }

@@ -24,6 +24,7 @@ use crate::{
     },
     middleware::{Middleware, MiddlewareOptions, Step},
     presence::{MemoryPresence, PresenceStore},
+    request::Waiters,
     room::{JoinGuard, JoinRejected, RoomDefaults, key::RoomKey, registry::Registry},
     state::{MemoryStore, StateStore},
 };
@@ -153,7 +154,7 @@ impl<In: Events, Out: Events> ServerBuilder<In, Out> {
 
     /// Runs `hook` when a connection fails to authenticate (refused, bad
     /// payload, timeout), after `auth:error` is sent and the close begun.
-    /// [`AuthFailure`] is an extractor here. A client that disconnects
+    /// [`AuthFailure`](crate::auth::AuthFailure) is an extractor here. A client that disconnects
     /// while authenticating does not fire it.
     pub fn on_auth_error<M, H: Hook<In, Out, M>>(mut self, hook: H) -> Self {
         self.on_auth_error.push(box_hook(hook));
@@ -358,6 +359,7 @@ impl<In: Events, Out: Events> ServerBuilder<In, Out> {
             Some(parts) => (Some(parts.link), Some(parts.state), Some(parts.attach)),
             None => (None, None, None),
         };
+        let waiters = Arc::new(Waiters::default());
         let server = Server {
             inner: Arc::new(Inner {
                 table: self.table.into_iter().map(Vec::into_boxed_slice).collect(),
@@ -385,8 +387,11 @@ impl<In: Events, Out: Events> ServerBuilder<In, Out> {
                     self.join_guards,
                     self.join_guard_timeout,
                     self.channel_defaults,
-                    link,
+                    link.clone(),
+                    Arc::clone(&waiters),
                 ),
+                cluster: link,
+                waiters,
                 config: self.config,
             }),
         };

@@ -6,7 +6,7 @@ use std::{
     time::Duration,
 };
 
-/// Limits and timeouts of a server. Set through [`ServerBuilder`].
+/// Limits and timeouts of a server. Set through [`ServerBuilder`](crate::ServerBuilder).
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct Config {
@@ -103,7 +103,7 @@ pub(crate) struct Counters {
     pub(crate) idle_timeouts: AtomicU64,
 }
 
-/// A snapshot of the server's counters, from [`Server::stats`]. Every
+/// A snapshot of the server's counters, from [`Server::stats`](crate::Server::stats). Every
 /// refusal, drop and policy close is counted here as well as logged.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]

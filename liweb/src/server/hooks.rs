@@ -1,6 +1,12 @@
-//! The application's hooks: connect, disconnect, authentication, message,
-//! upgrade and error, and how the server runs them (panics caught, errors
-//! reported to the error hook).
+//! The application's hooks and how the server runs them.
+//!
+//! The builder stores them (`on_connect`, `on_disconnect`,
+//! `on_auth_success`, `on_auth_error` as extractor functions; `on_message`,
+//! `on_upgrade` and `on_error` as plain closures); the session and dispatch
+//! fire them. A hook that panics or whose arguments cannot be extracted is
+//! reported to the `on_error` hook as an [`ErrorReport`], and through
+//! `tracing`; it never takes the connection down. An upgrade hook that
+//! panics refuses the connection with `500`.
 
 use std::{
     future::Future,

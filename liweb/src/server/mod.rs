@@ -27,7 +27,7 @@ use self::{
 };
 use crate::{
     auth::AuthConfig,
-    cluster::Message,
+    cluster::{Link, Message, Target},
     codec::{CodecKind, EncodeOnce},
     conn::{Conn, ConnId},
     error::EncodeError,
@@ -35,7 +35,7 @@ use crate::{
     handler::{DynHandler, hook::BoxHook},
     middleware::Step,
     protocol::CloseCode,
-    request::MultiRequest,
+    request::{MultiRequest, Waiters},
     room::{Channel, Room, Rooms, fanout::fanout, registry::Registry},
 };
 
@@ -62,6 +62,11 @@ pub(crate) struct Inner<In, Out> {
     /// When a shutdown gives up on close handshakes.
     pub(crate) shutdown_deadline: std::sync::OnceLock<tokio::time::Instant>,
     pub(crate) rooms: Arc<Registry<Out>>,
+    /// The link to the other nodes, when the server is one node of a
+    /// cluster; the room registry holds a handle on it for room traffic.
+    pub(crate) cluster: Option<Arc<dyn Link>>,
+    /// This node's requests waiting for replies from other nodes.
+    pub(crate) waiters: Arc<Waiters>,
     pub(crate) config: Config,
 }
 
@@ -97,7 +102,7 @@ impl<In: Events, Out: Events> Server<In, Out> {
         &self.inner.config
     }
 
-    /// A copy of the state of type `T` given to [`ServerBuilder::state`].
+    /// A copy of the state of type `T` given to [`ServerBuilder::state`](crate::ServerBuilder::state).
     pub fn state<T: Clone + Send + Sync + 'static>(&self) -> Option<T> {
         self.inner.states.get::<T>().cloned()
     }
@@ -215,11 +220,11 @@ impl<In: Events, Out: Events> Server<In, Out> {
         event: Out,
     ) -> MultiRequest<Out, R> {
         let request = MultiRequest::new(self.connections(), event);
-        match &self.inner.rooms.cluster {
+        match &self.inner.cluster {
             Some(link) => request.across(
                 Arc::clone(link),
-                Arc::clone(&self.inner.rooms.waiters),
-                crate::cluster::Target::All,
+                Arc::clone(&self.inner.waiters),
+                Target::All,
             ),
             None => request,
         }
@@ -253,12 +258,12 @@ impl<In: Events, Out: Events> Server<In, Out> {
         id: ConnId,
         event: Out,
     ) -> MultiRequest<Out, R> {
-        match (self.get(id), &self.inner.rooms.cluster) {
+        match (self.get(id), &self.inner.cluster) {
             (Some(conn), _) => MultiRequest::new(vec![conn], event),
             (None, Some(link)) => MultiRequest::new(Vec::new(), event).across(
                 Arc::clone(link),
-                Arc::clone(&self.inner.rooms.waiters),
-                crate::cluster::Target::Conn(id),
+                Arc::clone(&self.inner.waiters),
+                Target::Conn(id),
             ),
             (None, None) => MultiRequest::new(Vec::new(), event),
         }
@@ -351,7 +356,7 @@ impl<In: Events, Out: Events> Server<In, Out> {
         let mut frames = EncodeOnce::new(|codec| codec.encode(event));
         // Other nodes still get it when a codec used here cannot encode it.
         let local = self.deliver_local(&mut frames, |conn| Some(conn.id()) != except);
-        if let Some(cluster) = &self.inner.rooms.cluster {
+        if let Some(cluster) = &self.inner.cluster {
             let frame = frames.get(CodecKind::Json)?.clone();
             cluster.publish(Message::Broadcast {
                 except,
@@ -369,7 +374,7 @@ impl<In: Events, Out: Events> Server<In, Out> {
         if let Some(conn) = self.get(id) {
             return conn.close(code, reason);
         }
-        if let Some(cluster) = &self.inner.rooms.cluster {
+        if let Some(cluster) = &self.inner.cluster {
             cluster.publish(Message::Disconnect {
                 conn: id,
                 code,

@@ -48,7 +48,7 @@ impl<In: Events, Out: Events> Server<In, Out> {
         event: &str,
         payload: &Bytes,
     ) -> Result<usize, EncodeError> {
-        let Some(link) = self.inner.rooms.cluster.clone() else {
+        let Some(link) = self.inner.cluster.clone() else {
             return Ok(0);
         };
         let conns = match target {
@@ -217,13 +217,13 @@ impl<In: Events, Out: Events> Deliver for LocalNode<In, Out> {
                 conn,
                 outcome,
             } => {
-                let rooms = &server.inner.rooms;
-                if rooms
+                if server
+                    .inner
                     .cluster
                     .as_ref()
                     .is_some_and(|link| link.node_id() == to)
                 {
-                    rooms.waiters.deliver(id, (conn, outcome));
+                    server.inner.waiters.deliver(id, (conn, outcome));
                 }
                 Ok(0)
             }

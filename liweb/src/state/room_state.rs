@@ -14,7 +14,7 @@ use crate::room::key::RoomKey;
 /// The state of one room, with typed values: what handlers use.
 ///
 /// Values go in through [`Serialize`] and come out through
-/// [`Deserialize`]; every successful change is passed to the `on_change`
+/// [`Deserialize`](serde::Deserialize); every successful change is passed to the `on_change`
 /// listener, which is how the runtime sends patches to the room's members.
 /// Failed operations, and removes and deletes that found nothing, call
 /// nothing. Cloning is cheap: clones share the store and the listener.

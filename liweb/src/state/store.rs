@@ -8,7 +8,7 @@ use serde_json::{Map, Number, Value};
 
 use crate::{room::key::RoomKey, util::BoxFuture};
 
-/// Called with every patch a [`RoomState`] applies successfully.
+/// Called with every patch a [`RoomState`](super::RoomState) applies successfully.
 pub type ChangeListener = Arc<dyn Fn(&RoomKey, &StatePatch) + Send + Sync>;
 
 /// Why a state operation failed; a failed operation changed nothing.
@@ -244,7 +244,7 @@ pub trait StateStore: Send + Sync + 'static {
     ///
     /// The default negates `by` and calls `increment`; `i64::MIN`, whose
     /// negation is not an `i64`, is then a [`StateError::Backend`] error.
-    /// [`MemoryStore`] subtracts every `i64` exactly.
+    /// [`MemoryStore`](super::MemoryStore) subtracts every `i64` exactly.
     fn decrement<'a>(
         &'a self,
         room: &'a RoomKey,

@@ -47,6 +47,13 @@
 //! `start_send` and write in `poll_flush`. Dropping the sink and the stream
 //! must close the underlying connection.
 //!
+//! The two built-in transports take exactly these steps, in this order:
+//! WebSocket admits before it checks the `Origin` and negotiates the codec
+//! subprotocol (refusals are `403`, `400`, `503` or the hook's status), TCP
+//! admits before it reads `HELLO` (refusals are a `CLOSE` frame). The Rust
+//! client speaks the same items from the other side: it reads what a
+//! server's sink is given and writes what a server's stream yields.
+//!
 //! ```no_run
 //! # use liweb::prelude::*;
 //! # use liweb::transport::{Inbound, Outbound};
@@ -91,7 +98,7 @@ pub(crate) mod ws;
 #[non_exhaustive]
 pub enum Refused {
     /// [`Server::shutdown`] has begun. WebSocket answers `503`; TCP closes
-    /// with [`CloseCode::GoingAway`].
+    /// with [`CloseCode::GoingAway`](crate::CloseCode::GoingAway).
     #[error("the server is shutting down")]
     ShuttingDown,
     /// [`Config::max_connections`](crate::Config::max_connections) are

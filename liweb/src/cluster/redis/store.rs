@@ -17,7 +17,7 @@ use crate::{
 };
 
 /// Room state in Redis; every operation atomic across nodes. Made by
-/// [`RedisAdapter::state_store`], used by the server the adapter is given
+/// [`RedisAdapter::state_store`](super::RedisAdapter::state_store), used by the server the adapter is given
 /// to.
 #[derive(Clone)]
 pub struct RedisStore {
