@@ -15,13 +15,16 @@ use std::{panic::AssertUnwindSafe, sync::Arc};
 use self::reply::answer;
 use crate::{
     auth as strategies,
-    codec::{CodecKind, InFrame, incoming::Incoming},
+    codec::{
+        CodecKind, InFrame, RawPayload,
+        incoming::{Incoming, Reserved},
+    },
     conn::{Conn, request},
     error::{HandlerError, panic_message},
     event::Events,
     handler::ack::AckSlot,
     middleware::Envelope,
-    protocol::{ACK_EVENT, AUTH_EVENT, ErrorCode},
+    protocol::{ACK_EVENT, ErrorCode},
     server::Server,
 };
 
@@ -36,20 +39,27 @@ impl<In: Events, Out: Events> Server<In, Out> {
     }
 }
 
-/// A frame as it waits for its turn: its envelope read, or why it could not
-/// be (answered in turn, so errors keep their place among the replies).
+/// A frame as it waits for its turn (answered in turn, so errors keep their
+/// place among the replies).
 #[derive(Debug)]
 pub(crate) enum Arrival {
-    /// An event (or `__auth`) to dispatch.
+    /// A frame that cannot be a reply: its envelope is read when its turn
+    /// comes, once.
+    Frame(InFrame),
+    /// A frame whose envelope was read on arrival, to see whether it was a
+    /// reply; it was not.
     Event(Incoming),
     /// A frame that is not an envelope of the connection's codec.
     Bad(ErrorCode, String),
 }
 
-/// Reads the envelope of a frame that just arrived, once. A reply
-/// (`__ack`) is handed to its request at once, not queued behind the
-/// handler that may be waiting for it: `None`. Anything else waits for its
-/// turn in arrival order.
+/// Takes a frame that just arrived. A reply (`__ack`) is handed to its
+/// request at once, not queued behind the handler that may be waiting for
+/// it: `None`. Anything else waits for its turn in arrival order.
+///
+/// Only a frame that may be a reply (`CodecKind::may_be_reply`, a superset
+/// of the replies, looked at without decoding) is read here; the others are
+/// read in their turn. Either way a frame's envelope is read once.
 pub(crate) fn arrive<Out: Events>(
     conn: &Conn<Out>,
     codec: CodecKind,
@@ -67,11 +77,14 @@ pub(crate) fn arrive<Out: Events>(
             message.to_owned(),
         ));
     }
+    if !codec.may_be_reply(frame.input()) {
+        return Some(Arrival::Frame(frame));
+    }
     let incoming = match Incoming::decode(codec, frame) {
         Ok(incoming) => incoming,
         Err(err) => return Some(Arrival::Bad(ErrorCode::BadFrame, err.to_string())),
     };
-    if incoming.event() != ACK_EVENT {
+    if incoming.reserved() != Reserved::Ack {
         return Some(Arrival::Event(incoming));
     }
     match incoming.ack() {
@@ -94,18 +107,84 @@ pub(crate) async fn dispatch<In: Events, Out: Events>(
     conn: &Conn<Out>,
     arrival: Arrival,
 ) {
+    let codec = conn.meta().codec();
     let incoming = match arrival {
-        Arrival::Event(incoming) => incoming,
         Arrival::Bad(code, message) => return conn.send_error(code, message, None),
+        Arrival::Event(incoming) => incoming,
+        // Middleware carries the event, so it is read into an owned form.
+        Arrival::Frame(frame) if !server.inner.middleware.is_empty() => {
+            match Incoming::decode(codec, frame) {
+                Ok(incoming) => incoming,
+                Err(err) => return conn.send_error(ErrorCode::BadFrame, err.to_string(), None),
+            }
+        }
+        // Without middleware the envelope is read in place, borrowed from
+        // the frame, and the handlers decode the payload from it.
+        Arrival::Frame(frame) => {
+            let raw = match codec.decode_frame(frame.input()) {
+                Ok(raw) => raw,
+                Err(err) => return conn.send_error(ErrorCode::BadFrame, err.to_string(), None),
+            };
+            let event = View {
+                event: &raw.event,
+                ack: raw.ack,
+                payload: raw.payload,
+                reserved: Reserved::of(&raw.event),
+            };
+            if let Some((index, ack)) = route(server, conn, &event).await {
+                handlers::run(server, conn, index, raw.payload, ack.as_ref()).await;
+            }
+            return;
+        }
     };
+    let event = View {
+        event: incoming.event(),
+        ack: incoming.ack(),
+        payload: incoming.payload(),
+        reserved: incoming.reserved(),
+    };
+    let Some((index, ack)) = route(server, conn, &event).await else {
+        return;
+    };
+    if server.inner.middleware.is_empty() {
+        handlers::run(server, conn, index, incoming.payload(), ack.as_ref()).await;
+    } else {
+        let envelope = Envelope {
+            conn: conn.clone(),
+            index,
+            event: In::NAMES[index],
+            ack,
+            incoming,
+        };
+        chain::run(server, 0, envelope).await;
+    }
+}
+
+/// What routing needs of an event's envelope, however it was read.
+struct View<'a> {
+    event: &'a str,
+    ack: Option<u64>,
+    payload: RawPayload<'a>,
+    reserved: Reserved,
+}
+
+/// Routes one event: `__auth` to the authentication flow, an event before
+/// authentication to `auth:error`, an unknown event to an error; the
+/// `on_message` hook hears the rest. `Some` with the event's index and its
+/// reply slot when its handlers are to run.
+async fn route<In: Events, Out: Events>(
+    server: &Server<In, Out>,
+    conn: &Conn<Out>,
+    event: &View<'_>,
+) -> Option<(usize, Option<Arc<AckSlot>>)> {
     // A second `__auth`, or one to a server without auth, is ignored.
-    if incoming.event() == AUTH_EVENT {
+    if event.reserved == Reserved::Auth {
         if let (Some(auth), true) = (&server.inner.auth, conn.inner.is_auth_pending()) {
             // Boxed: it runs once per connection, and inline it would
             // grow every connection's task for its whole life.
-            Box::pin(auth::authenticate(server, auth, conn, incoming.payload())).await;
+            Box::pin(auth::authenticate(server, auth, conn, event.payload)).await;
         }
-        return;
+        return None;
     }
     if !conn.inner.is_open() {
         if let Ok(frame) =
@@ -113,22 +192,21 @@ pub(crate) async fn dispatch<In: Events, Out: Events>(
         {
             let _ = conn.send_encoded(frame);
         }
-        return;
+        return None;
     }
-    let ack = incoming
-        .ack()
+    let ack = event
+        .ack
         .map(|id| AckSlot::new(id, Arc::clone(&conn.inner)));
-    let Some(index) = In::index_of(incoming.event()) else {
-        let event = incoming.event();
-        let message = format!("unknown event `{event}`");
+    let Some(index) = In::index_of(event.event) else {
+        let message = format!("unknown event `{}`", event.event);
         answer(
             conn,
             ack.as_deref(),
             ErrorCode::UnknownEvent,
             message,
-            Some(event),
+            Some(event.event),
         );
-        return;
+        return None;
     };
     let name = In::NAMES[index];
     if let Some(hook) = &server.inner.on_message
@@ -140,16 +218,5 @@ pub(crate) async fn dispatch<In: Events, Out: Events>(
             HandlerError::HookPanicked(panic_message(&*panic)),
         );
     }
-    if server.inner.middleware.is_empty() {
-        handlers::run(server, conn, index, incoming.payload(), ack.as_ref()).await;
-    } else {
-        let envelope = Envelope {
-            conn: conn.clone(),
-            index,
-            event: name,
-            ack,
-            incoming,
-        };
-        chain::run(server, 0, envelope).await;
-    }
+    Some((index, ack))
 }
