@@ -10,13 +10,15 @@ mod chain;
 mod handlers;
 pub(crate) mod reply;
 
-use std::{panic::AssertUnwindSafe, sync::Arc};
+use std::{future::Future, panic::AssertUnwindSafe, sync::Arc};
+
+use futures_util::future::Either;
 
 use self::reply::answer;
 use crate::{
-    auth as strategies,
+    auth::{self as strategies, AuthConfig},
     codec::{
-        CodecKind, InFrame, RawPayload,
+        CodecKind, InFrame,
         incoming::{Incoming, Reserved},
     },
     conn::{Conn, request},
@@ -47,8 +49,9 @@ pub(crate) enum Arrival {
     /// comes, once.
     Frame(InFrame),
     /// A frame whose envelope was read on arrival, to see whether it was a
-    /// reply; it was not.
-    Event(Incoming),
+    /// reply; it was not. Boxed, as it is rare: every connection's task
+    /// has room for one waiting frame, and it stays the size of a frame.
+    Event(Box<Incoming>),
     /// A frame that is not an envelope of the connection's codec.
     Bad(ErrorCode, String),
 }
@@ -85,7 +88,7 @@ pub(crate) fn arrive<Out: Events>(
         Err(err) => return Some(Arrival::Bad(ErrorCode::BadFrame, err.to_string())),
     };
     if incoming.reserved() != Reserved::Ack {
-        return Some(Arrival::Event(incoming));
+        return Some(Arrival::Event(Box::new(incoming)));
     }
     match incoming.ack() {
         Some(id) => request::resolve(&conn.inner, id, incoming.payload(), incoming.error()),
@@ -102,89 +105,127 @@ pub(crate) fn arrive<Out: Events>(
 /// any other through the gate, the middleware chain and the handlers of its
 /// event in registration order. Bad input is answered with an `error` event
 /// (or, for a request, an error reply).
-pub(crate) async fn dispatch<In: Events, Out: Events>(
+///
+/// The connection's task holds this future for its whole life, so its size
+/// is every connection's: an event read in place runs inline, the rarer
+/// arrivals in a box of their own.
+pub(crate) fn dispatch<'a, In: Events, Out: Events>(
+    server: &'a Server<In, Out>,
+    conn: &'a Conn<Out>,
+    arrival: Arrival,
+) -> impl Future<Output = ()> + Send + 'a {
+    // Two futures rather than one `async fn` with a `match`: an async fn
+    // keeps its argument beside whatever is moved out of it, and this
+    // future's size is every connection's (see above).
+    match arrival {
+        Arrival::Frame(frame) if server.inner.middleware.is_empty() => {
+            Either::Left(in_place(server, conn, frame))
+        }
+        other => Either::Right(Box::pin(other_arrival(server, conn, other))),
+    }
+}
+
+/// An event without middleware: its envelope read in place, borrowed from
+/// the frame, and the handlers decode the payload from it.
+async fn in_place<In: Events, Out: Events>(
+    server: &Server<In, Out>,
+    conn: &Conn<Out>,
+    frame: InFrame,
+) {
+    let raw = match conn.meta().codec().decode_frame(frame.input()) {
+        Ok(raw) => raw,
+        Err(err) => return conn.send_error(ErrorCode::BadFrame, err.to_string(), None),
+    };
+    match route(server, conn, &raw.event, raw.ack, Reserved::of(&raw.event)) {
+        Route::Run(index, ack) => {
+            handlers::run(server, conn, index, raw.payload, ack.as_ref()).await;
+        }
+        Route::Authenticate(auth) => {
+            // Boxed: it runs once per connection, and inline it would grow
+            // every connection's task for its whole life.
+            Box::pin(auth::authenticate(server, auth, conn, raw.payload)).await;
+        }
+        Route::Done => {}
+    }
+}
+
+/// The rarer arrivals, in a box: a bad frame, an event read on arrival,
+/// and events the middleware chain carries (which boxes its steps anyway).
+async fn other_arrival<In: Events, Out: Events>(
     server: &Server<In, Out>,
     conn: &Conn<Out>,
     arrival: Arrival,
 ) {
-    let codec = conn.meta().codec();
-    let incoming = match arrival {
-        Arrival::Bad(code, message) => return conn.send_error(code, message, None),
-        Arrival::Event(incoming) => incoming,
+    match arrival {
+        Arrival::Bad(code, message) => conn.send_error(code, message, None),
+        Arrival::Event(incoming) => carried(server, conn, *incoming).await,
         // Middleware carries the event, so it is read into an owned form.
-        Arrival::Frame(frame) if !server.inner.middleware.is_empty() => {
-            match Incoming::decode(codec, frame) {
-                Ok(incoming) => incoming,
-                Err(err) => return conn.send_error(ErrorCode::BadFrame, err.to_string(), None),
-            }
-        }
-        // Without middleware the envelope is read in place, borrowed from
-        // the frame, and the handlers decode the payload from it.
-        Arrival::Frame(frame) => {
-            let raw = match codec.decode_frame(frame.input()) {
-                Ok(raw) => raw,
-                Err(err) => return conn.send_error(ErrorCode::BadFrame, err.to_string(), None),
-            };
-            let event = View {
-                event: &raw.event,
-                ack: raw.ack,
-                payload: raw.payload,
-                reserved: Reserved::of(&raw.event),
-            };
-            if let Some((index, ack)) = route(server, conn, &event).await {
-                handlers::run(server, conn, index, raw.payload, ack.as_ref()).await;
-            }
-            return;
-        }
-    };
-    let event = View {
-        event: incoming.event(),
-        ack: incoming.ack(),
-        payload: incoming.payload(),
-        reserved: incoming.reserved(),
-    };
-    let Some((index, ack)) = route(server, conn, &event).await else {
-        return;
-    };
-    if server.inner.middleware.is_empty() {
-        handlers::run(server, conn, index, incoming.payload(), ack.as_ref()).await;
-    } else {
-        let envelope = Envelope {
-            conn: conn.clone(),
-            index,
-            event: In::NAMES[index],
-            ack,
-            incoming,
-        };
-        chain::run(server, 0, envelope).await;
+        Arrival::Frame(frame) => match Incoming::decode(conn.meta().codec(), frame) {
+            Ok(incoming) => carried(server, conn, incoming).await,
+            Err(err) => conn.send_error(ErrorCode::BadFrame, err.to_string(), None),
+        },
     }
 }
 
-/// What routing needs of an event's envelope, however it was read.
-struct View<'a> {
-    event: &'a str,
-    ack: Option<u64>,
-    payload: RawPayload<'a>,
-    reserved: Reserved,
-}
-
-/// Routes one event: `__auth` to the authentication flow, an event before
-/// authentication to `auth:error`, an unknown event to an error; the
-/// `on_message` hook hears the rest. `Some` with the event's index and its
-/// reply slot when its handlers are to run.
-async fn route<In: Events, Out: Events>(
+/// An event read on arrival, or one the middleware chain carries.
+async fn carried<In: Events, Out: Events>(
     server: &Server<In, Out>,
     conn: &Conn<Out>,
-    event: &View<'_>,
-) -> Option<(usize, Option<Arc<AckSlot>>)> {
-    // A second `__auth`, or one to a server without auth, is ignored.
-    if event.reserved == Reserved::Auth {
-        if let (Some(auth), true) = (&server.inner.auth, conn.inner.is_auth_pending()) {
-            // Boxed: it runs once per connection, and inline it would
-            // grow every connection's task for its whole life.
-            Box::pin(auth::authenticate(server, auth, conn, event.payload)).await;
+    incoming: Incoming,
+) {
+    match route(
+        server,
+        conn,
+        incoming.event(),
+        incoming.ack(),
+        incoming.reserved(),
+    ) {
+        Route::Run(index, ack) if server.inner.middleware.is_empty() => {
+            handlers::run(server, conn, index, incoming.payload(), ack.as_ref()).await;
         }
-        return None;
+        Route::Run(index, ack) => {
+            let envelope = Envelope {
+                conn: conn.clone(),
+                index,
+                event: In::NAMES[index],
+                ack,
+                incoming,
+            };
+            chain::run(server, 0, envelope).await;
+        }
+        Route::Authenticate(auth) => {
+            auth::authenticate(server, auth, conn, incoming.payload()).await;
+        }
+        Route::Done => {}
+    }
+}
+
+/// Where an event goes.
+enum Route<'a> {
+    /// To the handlers of event `index`, with its reply slot if a request.
+    Run(usize, Option<Arc<AckSlot>>),
+    /// `__auth` while authentication is pending: to the strategy.
+    Authenticate(&'a AuthConfig),
+    /// Nowhere more: answered or ignored.
+    Done,
+}
+
+/// Routes one event by its envelope: `__auth` to the authentication flow
+/// (a second one, or one to a server without auth, is ignored), an event
+/// before authentication to `auth:error`, an unknown event to an error; the
+/// `on_message` hook hears the rest.
+fn route<'s, In: Events, Out: Events>(
+    server: &'s Server<In, Out>,
+    conn: &Conn<Out>,
+    event: &str,
+    ack: Option<u64>,
+    reserved: Reserved,
+) -> Route<'s> {
+    if reserved == Reserved::Auth {
+        return match (&server.inner.auth, conn.inner.is_auth_pending()) {
+            (Some(auth), true) => Route::Authenticate(auth),
+            _ => Route::Done,
+        };
     }
     if !conn.inner.is_open() {
         if let Ok(frame) =
@@ -192,21 +233,19 @@ async fn route<In: Events, Out: Events>(
         {
             let _ = conn.send_encoded(frame);
         }
-        return None;
+        return Route::Done;
     }
-    let ack = event
-        .ack
-        .map(|id| AckSlot::new(id, Arc::clone(&conn.inner)));
-    let Some(index) = In::index_of(event.event) else {
-        let message = format!("unknown event `{}`", event.event);
+    let ack = ack.map(|id| AckSlot::new(id, Arc::clone(&conn.inner)));
+    let Some(index) = In::index_of(event) else {
+        let message = format!("unknown event `{event}`");
         answer(
             conn,
             ack.as_deref(),
             ErrorCode::UnknownEvent,
             message,
-            Some(event.event),
+            Some(event),
         );
-        return None;
+        return Route::Done;
     };
     let name = In::NAMES[index];
     if let Some(hook) = &server.inner.on_message
@@ -218,5 +257,5 @@ async fn route<In: Events, Out: Events>(
             HandlerError::HookPanicked(panic_message(&*panic)),
         );
     }
-    Some((index, ack))
+    Route::Run(index, ack)
 }
