@@ -5,6 +5,7 @@
 //! is `session`, and what arrives is dispatched by `dispatch`.
 
 pub(crate) mod meta;
+pub(crate) mod pending;
 pub(crate) mod queue;
 pub(crate) mod request;
 
@@ -22,8 +23,8 @@ use uuid::Uuid;
 
 use self::{
     meta::{ConnMeta, Transport},
+    pending::PendingRequests,
     queue::OutQueue,
-    request::{PendingRequests, Request},
 };
 use crate::{
     codec::{CodecKind, Frame},
@@ -245,29 +246,6 @@ impl<Out: Events> Conn<Out> {
     pub fn emit(&self, event: Out) -> Result<(), EmitError> {
         let frame = self.inner.meta.codec().encode(&event)?;
         self.inner.send_frame(frame)
-    }
-
-    /// Sends `event` as a request and waits for the client's reply, decoded
-    /// as `R`; the half-duplex exchange:
-    ///
-    /// ```no_run
-    /// # use liweb::prelude::*;
-    /// # use std::time::Duration;
-    /// # #[derive(Events)] enum Out { Confirm(String) }
-    /// # async fn ask(conn: Conn<Out>) -> Result<(), liweb::RequestError> {
-    /// let yes: bool = conn
-    ///     .request(Out::Confirm("delete everything?".into()))
-    ///     .timeout(Duration::from_secs(5))
-    ///     .await?;
-    /// # Ok(()) }
-    /// ```
-    ///
-    /// The frame carries an `ack` id; the client answers with
-    /// `{"event":"__ack","ack":id,"payload":..}` (see the protocol document).
-    /// Without a reply within the timeout (default 10 s) the result is
-    /// [`RequestError::Timeout`](crate::RequestError::Timeout).
-    pub fn request<R>(&self, event: Out) -> Request<Out, R> {
-        Request::new(self.clone(), &event)
     }
 
     pub(crate) fn send_encoded(&self, frame: Frame) -> Result<(), EmitError> {

@@ -13,7 +13,7 @@ use std::{
     marker::PhantomData,
     pin::Pin,
     sync::{
-        Arc, Mutex,
+        Arc,
         atomic::{AtomicU64, Ordering},
     },
     time::Duration,
@@ -22,12 +22,12 @@ use std::{
 use serde::de::DeserializeOwned;
 use tokio::sync::oneshot;
 
-use super::{Conn, ConnInner};
+use super::{Conn, ConnInner, pending::Pending};
 use crate::{
     codec::{Frame, RawPayload},
     error::{DecodeError, EmitError, EncodeError},
     event::{Events, PayloadDecoder},
-    protocol::{ErrorCode, ErrorPayload},
+    protocol::ErrorPayload,
 };
 
 /// How long a server request waits for its reply unless told otherwise.
@@ -62,65 +62,6 @@ pub enum RequestError {
     Decode(#[from] DecodeError),
 }
 
-/// What a connection's pending request does with the reply.
-pub(crate) type Pending = Box<dyn for<'a> FnOnce(Result<RawPayload<'a>, ErrorPayload>) + Send>;
-
-/// The requests a connection has sent and not yet seen answered. A list,
-/// not a map: a connection has few requests in flight, and an empty `Vec`
-/// is smaller than an empty map in every connection.
-#[derive(Default)]
-pub(crate) struct PendingRequests(Mutex<Vec<(u64, Pending)>>);
-
-impl PendingRequests {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(u64, Pending)>> {
-        self.0
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    pub(crate) fn insert(&self, id: u64, pending: Pending) {
-        self.lock().push((id, pending));
-    }
-
-    pub(crate) fn remove(&self, id: u64) -> Option<Pending> {
-        let mut pending = self.lock();
-        let index = pending.iter().position(|(key, _)| *key == id)?;
-        Some(pending.swap_remove(index).1)
-    }
-
-    /// Drops every pending request, so their waiters see the connection closed.
-    pub(crate) fn clear(&self) {
-        // Dropped outside the lock: a waiter's drop must not run under it.
-        let drained = std::mem::take(&mut *self.lock());
-        drop(drained);
-    }
-}
-
-/// Hands an inbound reply (`__ack`) to the request waiting for it. A reply
-/// nobody waits for (late, or never asked) is dropped.
-pub(crate) fn resolve(
-    conn: &ConnInner,
-    id: u64,
-    payload: RawPayload<'_>,
-    error: Option<RawPayload<'_>>,
-) {
-    let Some(pending) = conn.requests.remove(id) else {
-        tracing::debug!(id, "a reply to no pending request");
-        return;
-    };
-    let result = match error {
-        None => Ok(payload),
-        Some(error) => Err(error
-            .decode::<ErrorPayload>()
-            .unwrap_or_else(|err| ErrorPayload {
-                code: ErrorCode::HandlerFailed,
-                message: format!("malformed error reply: {err}"),
-                event: None,
-            })),
-    };
-    pending(result);
-}
-
 pub(crate) fn pending_for<R: DeserializeOwned + Send + 'static>(
     tx: oneshot::Sender<Result<R, RequestError>>,
 ) -> Pending {
@@ -142,6 +83,31 @@ pub(crate) struct Unregister {
 impl Drop for Unregister {
     fn drop(&mut self) {
         self.conn.requests.remove(self.id);
+    }
+}
+
+impl<Out: Events> Conn<Out> {
+    /// Sends `event` as a request and waits for the client's reply, decoded
+    /// as `R`; the half-duplex exchange:
+    ///
+    /// ```no_run
+    /// # use liweb::prelude::*;
+    /// # use std::time::Duration;
+    /// # #[derive(Events)] enum Out { Confirm(String) }
+    /// # async fn ask(conn: Conn<Out>) -> Result<(), liweb::RequestError> {
+    /// let yes: bool = conn
+    ///     .request(Out::Confirm("delete everything?".into()))
+    ///     .timeout(Duration::from_secs(5))
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// The frame carries an `ack` id; the client answers with
+    /// `{"event":"__ack","ack":id,"payload":..}` (see the protocol document).
+    /// Without a reply within the timeout (default 10 s) the result is
+    /// [`RequestError::Timeout`](crate::RequestError::Timeout).
+    pub fn request<R>(&self, event: Out) -> Request<Out, R> {
+        Request::new(self.clone(), &event)
     }
 }
 

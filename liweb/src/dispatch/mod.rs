@@ -21,7 +21,7 @@ use crate::{
         CodecKind, InFrame,
         incoming::{Incoming, Reserved},
     },
-    conn::{Conn, request},
+    conn::Conn,
     error::{HandlerError, panic_message},
     event::Events,
     handler::ack::AckSlot,
@@ -91,7 +91,10 @@ pub(crate) fn arrive<Out: Events>(
         return Some(Arrival::Event(Box::new(incoming)));
     }
     match incoming.ack() {
-        Some(id) => request::resolve(&conn.inner, id, incoming.payload(), incoming.error()),
+        Some(id) => conn
+            .inner
+            .requests
+            .resolve(id, incoming.payload(), incoming.error()),
         None => conn.send_error(
             ErrorCode::BadFrame,
             "`__ack` needs the `ack` id of the request it answers".to_owned(),
