@@ -182,19 +182,42 @@ async fn l1_a_client_that_never_reads_stays_within_the_queue_limit_and_is_closed
             .no_heartbeat()
     })
     .await;
-    let (_stuck, stuck_id) = running.raw_client().await;
+    // The stuck client's receive buffer is tiny, so the server's writer
+    // blocks within a few frames and the backlog stays in its queue: with
+    // the kernel's usual buffers the writer could drain a full queue into
+    // them before the watcher looked, and the test would prove nothing.
+    let before = running.recorder.conns().len();
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = tokio::time::timeout(WAIT, socket.connect(running.addr))
+        .await
+        .expect("connect timed out")
+        .unwrap();
+    let (_stuck, _) =
+        tokio::time::timeout(WAIT, tokio_tungstenite::client_async(running.url(), stream))
+            .await
+            .expect("upgrade timed out")
+            .unwrap();
+    let stuck_id = running.connected(before).await;
     let stuck = running.conn(stuck_id);
     let (mut reader, reader_id) = running.raw_client().await;
 
     // Watches the stuck connection's queue while the flood runs.
     let most = Arc::new(AtomicUsize::new(0));
     let done = Arc::new(AtomicBool::new(false));
-    let watcher = tokio::spawn({
+    // A thread of its own, spinning: the backlog can be short-lived (the
+    // writer moves frames on into the WebSocket's own buffer), and a task
+    // on a loaded runtime could miss it. Once more after `done`.
+    let watcher = std::thread::spawn({
         let (most, done, stuck) = (Arc::clone(&most), Arc::clone(&done), stuck.clone());
-        async move {
-            while !done.load(Ordering::Acquire) {
+        move || {
+            loop {
+                let last = done.load(Ordering::Acquire);
                 most.fetch_max(stuck.queued_bytes(), Ordering::AcqRel);
-                tokio::time::sleep(Duration::from_micros(200)).await;
+                if last {
+                    break;
+                }
+                std::thread::yield_now();
             }
         }
     });
@@ -215,7 +238,7 @@ async fn l1_a_client_that_never_reads_stays_within_the_queue_limit_and_is_closed
         DisconnectReason::ServerClosed(CloseCode::SlowConsumer)
     );
     done.store(true, Ordering::Release);
-    watcher.await.unwrap();
+    watcher.join().unwrap();
     let most = most.load(Ordering::Acquire);
     assert!(most <= LIMIT, "{most} bytes queued, over the {LIMIT} limit");
     assert!(most > 0, "the watcher saw the backlog grow");
