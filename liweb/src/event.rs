@@ -72,6 +72,53 @@ pub trait PayloadDecoder {
     fn decode<T: DeserializeOwned>(self) -> Result<T, Self::Error>;
 }
 
+/// The events of a direction that has none: a simplex server, one that only
+/// pushes.
+///
+/// `NoEvents` has no value, so nothing of it can be sent: a server that
+/// only pushes is a `Server<NoEvents, Out>`, and its Rust clients are
+/// `Client<Out, NoEvents>`. Whatever such a client sends anyway is answered
+/// with an `error` event of code `unknown_event` (see
+/// [`ErrorCode`](crate::ErrorCode)); the connection stays open.
+///
+/// ```
+/// use liweb::prelude::*;
+/// use liweb::NoEvents;
+///
+/// #[derive(Events)]
+/// enum Ticker {
+///     Price(f64),
+/// }
+///
+/// // Handlers need an event of `In`: this server registers none.
+/// let server = Server::<NoEvents, Ticker>::builder().build();
+/// // No client listens yet, so nobody receives this.
+/// server.broadcast(Ticker::Price(101.5)).unwrap();
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum NoEvents {}
+
+impl Events for NoEvents {
+    const NAMES: &'static [&'static str] = &[];
+    const MISSING_HANDLER: &'static [&'static str] = &[];
+
+    fn index(&self) -> usize {
+        match *self {}
+    }
+
+    fn index_of(_name: &str) -> Option<usize> {
+        None
+    }
+
+    fn decode<D: PayloadDecoder>(_index: usize, _payload: D) -> Option<Result<Self, D::Error>> {
+        None
+    }
+
+    fn serialize_payload<S: Serializer>(&self, _serializer: S) -> Result<S::Ok, S::Error> {
+        match *self {}
+    }
+}
+
 /// Serializes an event's payload through [`Events::serialize_payload`].
 pub(crate) struct PayloadOf<'a, E>(pub(crate) &'a E);
 

@@ -65,6 +65,10 @@
 //! open; a frame over the size limit closes the connection with
 //! [`CloseCode::TooLarge`]. The close codes are listed in [`CloseCode`].
 //!
+//! A server that only pushes has no events to receive: it is a
+//! `Server<NoEvents, Out>` (see [`NoEvents`]), and its Rust clients are
+//! `Client<Out, NoEvents>`.
+//!
 //! ## Mistakes that do not compile
 //!
 //! Emitting an event of the wrong enum:
@@ -172,7 +176,7 @@ pub use crate::conn::{
 #[doc(hidden)]
 pub use crate::conn::{Empty, Outgoing};
 pub use crate::error::{DecodeError, EmitError, EncodeError, ExtractError, HandlerError};
-pub use crate::event::{EventKey, Events, PayloadDecoder};
+pub use crate::event::{EventKey, Events, NoEvents, PayloadDecoder};
 pub use crate::handler::{
     Handler, HandlerFuture, HandlerList, IntoHandlerResult,
     ack::Ack,

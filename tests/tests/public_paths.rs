@@ -25,9 +25,9 @@ mod root {
         EmitError, EncodeError, ErrorCode, ErrorPayload, ErrorReport, EventKey, Events,
         ExtractError, FromConnParts, FromEvent, Handler, HandlerError, HandlerFuture, HandlerList,
         Hook, HookFuture, Input, IntoHandlerResult, JoinError, JoinRejected, JsonCodec,
-        JsonPayload, MsgPackCodec, MsgPackPayload, MultiRequest, PayloadDecoder, RawPayload,
-        Replies, Request, RequestError, Room, RoomDefaults, Rooms, Server, ServerBuilder, State,
-        Stats, Transport, UpgradeRejection, handler, handlers,
+        JsonPayload, MsgPackCodec, MsgPackPayload, MultiRequest, NoEvents, PayloadDecoder,
+        RawPayload, Replies, Request, RequestError, Room, RoomDefaults, Rooms, Server,
+        ServerBuilder, State, Stats, Transport, UpgradeRejection, handler, handlers,
     };
     // Hidden from the docs, but the workspace's benchmarks use them.
     pub(super) use liweb::{Empty, Outgoing};
@@ -190,6 +190,7 @@ fn every_public_path_of_0_1_resolves() {
         root::MsgPackCodec,
         root::MsgPackPayload<'static>,
         root::MultiRequest<Down, String>,
+        root::NoEvents,
         root::RawPayload<'static>,
         root::Replies<String>,
         root::Request<Down, String>,
