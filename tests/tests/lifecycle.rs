@@ -1,7 +1,7 @@
 //! The life of connections and events around the handlers, over real
 //! sockets: the upgrade hook (C9) and graceful shutdown (C8) on every
-//! transport × codec combination, middleware and its error policies, and
-//! handler guards.
+//! transport × codec combination, middleware and its error policies,
+//! handler guards, and `Conn::closed`.
 
 use std::{
     convert::Infallible,
@@ -13,13 +13,16 @@ use std::{
 };
 
 use liweb::{
-    CloseCode, DisconnectReason, UpgradeRejection,
+    CloseCode, Conn, DisconnectReason, State, UpgradeRejection,
+    client::Incoming,
     middleware::{Envelope, ErrorPolicy, MiddlewareOptions, Next},
 };
 use liweb_tests::{
-    Link, Record, Recorder, Refusal, Running, TestIn, TestOut, WAIT, conformance, connect,
+    Link, Record, Recorder, Refusal, Running, TestIn, TestOut, WAIT, conformance, connect, fence,
+    next, next_event, test_in,
 };
 use serde_json::json;
+use tokio::sync::mpsc::{self, UnboundedSender};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 type In = TestIn;
@@ -464,5 +467,60 @@ async fn a_guard_refusal_of_a_request_is_a_forbidden_error_reply() {
             Record::Handled("set_role", "Admin".into()),
             Record::Handled("guarded", "secret".into()),
         ]
+    );
+}
+
+/// A second handler of `ping`: a task that waits for the connection to end
+/// and sends why on the server's channel.
+#[liweb::handler(TestIn::Ping)]
+async fn watch_the_end(conn: Conn<Out>, State(ends): State<UnboundedSender<DisconnectReason>>) {
+    tokio::spawn(async move {
+        let _ = ends.send(conn.closed().await);
+    });
+}
+
+#[tokio::test]
+async fn conn_closed_resolves_with_the_reason_the_client_closed_with() {
+    let (ends, mut ended) = mpsc::unbounded_channel::<DisconnectReason>();
+    let running = Running::start_with(|builder| builder.state(ends).handler(watch_the_end)).await;
+    let (mut client, id) = running.client().await;
+    client.emit(In::Ping).unwrap();
+    assert_eq!(next_event(&mut client).await, Out::Pong);
+    fence(&mut client, "watching").await;
+    // Open, the connection has not ended: `closed` waits.
+    let early = tokio::time::timeout(Duration::from_millis(50), running.conn(id).closed()).await;
+    assert!(early.is_err(), "closed resolved early: {early:?}");
+
+    client.close(CloseCode::Other(4100), "leaving").unwrap();
+    let expected = DisconnectReason::ClientClosed(Some((CloseCode::Other(4100), "leaving".into())));
+    let reason = tokio::time::timeout(WAIT, ended.recv())
+        .await
+        .expect("`closed` did not resolve")
+        .expect("the server dropped its channel");
+    assert_eq!(reason, expected);
+    // The reason `on_disconnect` got, and an ended connection answers at once.
+    assert_eq!(running.recorder.disconnected(id).await, expected);
+    let again = tokio::time::timeout(WAIT, running.conn(id).closed()).await;
+    assert_eq!(again.ok(), Some(expected));
+}
+
+#[tokio::test]
+async fn conn_closed_resolves_with_the_code_the_server_closed_with() {
+    let running = Running::start().await;
+    let (mut client, id) = running.client().await;
+    let conn = running.conn(id);
+    let waiting = tokio::spawn({
+        let conn = conn.clone();
+        async move { conn.closed().await }
+    });
+    assert!(conn.close(CloseCode::Other(4200), "enough"));
+    assert!(matches!(next(&mut client).await, Incoming::Closed(_)));
+    let reason = tokio::time::timeout(WAIT, waiting)
+        .await
+        .expect("`closed` did not resolve")
+        .expect("the waiting task panicked");
+    assert_eq!(
+        reason,
+        DisconnectReason::ServerClosed(CloseCode::Other(4200))
     );
 }

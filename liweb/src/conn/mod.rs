@@ -116,6 +116,10 @@ pub(crate) struct ConnInner {
     pub(crate) requests: PendingRequests,
     /// An [`AuthState`], stored as its `u8`.
     auth: AtomicU8,
+    /// Why the connection ended, set once by its session at teardown.
+    ended: std::sync::OnceLock<DisconnectReason>,
+    /// Wakes [`Conn::closed`] when `ended` is set.
+    ended_notify: tokio::sync::Notify,
 }
 
 impl ConnInner {
@@ -178,6 +182,13 @@ impl ConnInner {
             return Err(EmitError::SlowConsumer);
         }
         Ok(())
+    }
+
+    /// Records why the connection ended and wakes every [`Conn::closed`];
+    /// the first reason stays.
+    pub(crate) fn end(&self, reason: DisconnectReason) {
+        let _ = self.ended.set(reason);
+        self.ended_notify.notify_waiters();
     }
 
     pub(crate) fn close(&self, code: CloseCode, reason: &str) -> bool {
@@ -263,6 +274,44 @@ impl<Out: Events> Conn<Out> {
     /// Whether the connection is closed or closing.
     pub fn is_closed(&self) -> bool {
         self.inner.closing.load(Ordering::Acquire)
+    }
+
+    /// Waits until the connection has ended, and tells why: the reason the
+    /// `on_disconnect` hook gets.
+    ///
+    /// It resolves once the connection's task has torn it down (its last
+    /// events handled, its rooms left), just before `on_disconnect` runs, and
+    /// at once on a connection that has already ended. [`Conn::close`] only
+    /// starts a close: this waits for its end. A connection that ends before
+    /// it authenticated fires no `on_disconnect`, but this resolves for it
+    /// all the same. Every clone of the handle
+    /// waits for the same end, so spawn a task with a clone to act when
+    /// one connection goes, without a server-wide hook:
+    ///
+    /// ```
+    /// # use liweb::prelude::*;
+    /// # #[derive(Events)] enum In { Watch }
+    /// # #[derive(Events)] enum Out { Tick }
+    /// #[liweb::handler(In::Watch)]
+    /// async fn watch(conn: Conn<Out>) {
+    ///     tokio::spawn(async move {
+    ///         let reason = conn.closed().await;
+    ///         println!("{} ended: {reason:?}", conn.id());
+    ///     });
+    /// }
+    /// ```
+    pub async fn closed(&self) -> DisconnectReason {
+        loop {
+            // Registered before `ended` is read, so an end between the read
+            // and the wait still wakes this.
+            let notified = self.inner.ended_notify.notified();
+            let mut notified = std::pin::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(reason) = self.inner.ended.get() {
+                return reason.clone();
+            }
+            notified.await;
+        }
     }
 
     /// The rooms this connection is in.
@@ -352,6 +401,9 @@ pub enum DisconnectReason {
 impl<Out: Events> Conn<Out> {
     /// A connection with no transport behind it, for benchmarks and tests of
     /// dispatch: what it is sent is queued on the returned receiver.
+    ///
+    /// No task runs it, so it never ends: [`Conn::closed`] on it never
+    /// resolves, not even after [`Conn::close`].
     #[doc(hidden)]
     pub fn detached(codec: CodecKind) -> (Self, Outgoing) {
         let meta = ConnMeta::new(
@@ -384,6 +436,8 @@ impl<Out: Events> Conn<Out> {
                 } else {
                     AuthState::Open
                 } as u8),
+                ended: std::sync::OnceLock::new(),
+                ended_notify: tokio::sync::Notify::new(),
             }),
             _out: std::marker::PhantomData,
         }

@@ -259,14 +259,17 @@ pub(crate) async fn run<In, Out, R, W>(
             .fetch_add(1, Ordering::Relaxed);
     }
     server.unregister(conn.id());
+    let reason = match conn.inner.close_code.get() {
+        Some(&code) => DisconnectReason::ServerClosed(code),
+        None => {
+            reason.unwrap_or_else(|| DisconnectReason::TransportError("connection ended".into()))
+        }
+    };
     Box::pin(async {
         server.inner.rooms.leave_all(&conn).await;
+        // Before the hook, so `Conn::closed` never lags `on_disconnect`.
+        conn.inner.end(reason.clone());
         if seen {
-            let reason = match conn.inner.close_code.get() {
-                Some(&code) => DisconnectReason::ServerClosed(code),
-                None => reason
-                    .unwrap_or_else(|| DisconnectReason::TransportError("connection ended".into())),
-            };
             server.fire_disconnect(&conn, reason).await;
         }
     })
