@@ -1,12 +1,12 @@
 //! The life of connections and events around the handlers, over real
 //! sockets: the upgrade hook (C9) and graceful shutdown (C8) on every
 //! transport × codec combination, middleware and its error policies,
-//! handler guards, and `Conn::closed`.
+//! handler guards, `Conn::closed` and the `on_message` hook.
 
 use std::{
     convert::Infallible,
     sync::{
-        Arc,
+        Arc, Mutex,
         atomic::{AtomicUsize, Ordering},
     },
     time::Duration,
@@ -522,5 +522,31 @@ async fn conn_closed_resolves_with_the_code_the_server_closed_with() {
     assert_eq!(
         reason,
         DisconnectReason::ServerClosed(CloseCode::Other(4200))
+    );
+}
+
+#[tokio::test]
+async fn the_message_hook_hears_the_wire_name_of_every_known_event() {
+    let heard = Arc::new(Mutex::new(Vec::new()));
+    let running = Running::start_with(|builder| {
+        let heard = Arc::clone(&heard);
+        builder.on_message(move |conn: &Conn<Out>, name: &'static str| {
+            heard.lock().unwrap().push((conn.id(), name));
+        })
+    })
+    .await;
+    let (mut client, id) = running.client().await;
+    client.emit(In::Ping).unwrap();
+    assert_eq!(next_event(&mut client).await, Out::Pong);
+    client.emit(In::SetRole(liweb_tests::Role::Admin)).unwrap();
+    // An unknown event is answered, not heard.
+    client
+        .emit_raw(r#"{"event":"no_such_event","payload":null}"#)
+        .unwrap();
+    assert!(matches!(next(&mut client).await, Incoming::Error(_)));
+    fence(&mut client, "done").await;
+    assert_eq!(
+        *heard.lock().unwrap(),
+        [(id, "ping"), (id, "set_role"), (id, "echo")]
     );
 }
