@@ -9,7 +9,7 @@ use serde_json::{Map, Number, Value};
 
 use super::{
     patch::{add, not_a_number, patched, pushed, set_patch, without},
-    store::{StateError, StatePatch, StateStore},
+    store::{Modifier, StateError, StatePatch, StateStore},
 };
 use crate::{room::key::RoomKey, util::BoxFuture};
 
@@ -269,6 +269,22 @@ impl StateStore for MemoryStore {
         by: i64,
     ) -> BoxFuture<'a, Result<(Number, StatePatch), StateError>> {
         Box::pin(async move { self.add(room, key, -i128::from(by)) })
+    }
+
+    /// Runs `modify` once, with the room locked from the read to the write.
+    fn modify<'a>(
+        &'a self,
+        room: &'a RoomKey,
+        key: &'a str,
+        modify: &'a mut Modifier<'_>,
+    ) -> BoxFuture<'a, Result<StatePatch, StateError>> {
+        Box::pin(async move {
+            self.write(room, true, |values| {
+                let next = modify(values.get(key))?;
+                values.insert(key.to_owned(), next.clone());
+                Ok(set_patch(key, next))
+            })
+        })
     }
 
     fn delete<'a>(

@@ -54,7 +54,7 @@ mod tests;
 
 pub use self::{
     memory::MemoryStore,
-    room_state::RoomState,
-    store::{ChangeListener, StateError, StatePatch, StateStore},
+    room_state::{ModifyError, RoomState},
+    store::{ChangeListener, Modifier, StateError, StatePatch, StateStore},
 };
 pub use crate::{room::key::RoomKey, util::BoxFuture};

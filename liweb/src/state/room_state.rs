@@ -1,6 +1,6 @@
 //! [`RoomState`]: the typed handle on one room's state.
 
-use std::{fmt, sync::Arc};
+use std::{convert::Infallible, fmt, sync::Arc};
 
 use serde::{Serialize, de::DeserializeOwned};
 use serde_json::{Map, Number, Value};
@@ -62,6 +62,26 @@ impl fmt::Debug for RoomState {
     }
 }
 
+/// Why [`RoomState::try_modify`] changed nothing.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ModifyError<E> {
+    /// The function returned this error.
+    #[error("the function refused the change")]
+    Refused(#[source] E),
+    /// The state operation failed: the current value is not a `T`
+    /// ([`StateError::Decode`]), the new one does not serialize
+    /// ([`StateError::Encode`]), or the store failed.
+    #[error(transparent)]
+    State(#[from] StateError),
+}
+
+fn decode<T: DeserializeOwned>(key: &str, value: &Value) -> Result<T, StateError> {
+    serde_path_to_error::deserialize(value).map_err(|err| StateError::Decode {
+        key: key.to_owned(),
+        message: err.to_string(),
+    })
+}
+
 fn encode<T: Serialize + ?Sized>(key: &str, value: &T) -> Result<Value, StateError> {
     serde_json::to_value(value).map_err(|err| StateError::Encode {
         key: key.to_owned(),
@@ -98,15 +118,10 @@ impl RoomState {
     /// The value of `key` as a `T`, or `None` when it is not set;
     /// [`StateError::Decode`] when the value is not a `T`.
     pub async fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, StateError> {
-        let Some(value) = self.store.get(&self.room, key).await? else {
-            return Ok(None);
-        };
-        serde_path_to_error::deserialize(value)
-            .map(Some)
-            .map_err(|err| StateError::Decode {
-                key: key.to_owned(),
-                message: err.to_string(),
-            })
+        match self.store.get(&self.room, key).await? {
+            Some(value) => decode(key, &value).map(Some),
+            None => Ok(None),
+        }
     }
 
     /// Whether `key` is set.
@@ -186,6 +201,133 @@ impl RoomState {
             let patch = self.store.push(&self.room, key, item?).await?;
             self.changed(&patch);
             Ok(())
+        }
+    }
+
+    /// Sets `key` to what `f` makes of its current value (`None` when it is
+    /// not set) and returns the new value.
+    ///
+    /// Read and write are one atomic step: no change to `key` from this
+    /// process or another node comes between them, so concurrent `modify`
+    /// calls lose no update, where [`get`](Self::get) then
+    /// [`update`](Self::update) would. Members of a synced room get the new
+    /// value as a patch, as for [`set`](Self::set).
+    ///
+    /// `f` may run more than once (a shared store tries again when another
+    /// node wrote the key in between), so it should do nothing but compute
+    /// the value; and it may run with the room locked, so it must not use
+    /// this state. [`StateError::Decode`] when the current value is not a
+    /// `T`; use [`try_modify`](Self::try_modify) when `f` can refuse.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    ///
+    /// use liweb::state::{MemoryStore, RoomKey, RoomState};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let runtime = tokio::runtime::Builder::new_current_thread().build()?;
+    /// # runtime.block_on(async {
+    /// let room = RoomState::new(Arc::new(MemoryStore::new()), RoomKey::new("chat", "lobby"), None);
+    /// // The last three messages, however many tasks post at once.
+    /// for text in ["a", "b", "c", "d"] {
+    ///     room.modify("recent", |recent: Option<Vec<String>>| {
+    ///         let mut recent = recent.unwrap_or_default();
+    ///         recent.push(text.to_owned());
+    ///         recent.split_off(recent.len().saturating_sub(3))
+    ///     })
+    ///     .await?;
+    /// }
+    /// assert_eq!(room.get::<Vec<String>>("recent").await?, Some(vec!["b".into(), "c".into(), "d".into()]));
+    /// # Ok::<_, liweb::state::StateError>(())
+    /// # })?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn modify<T, F>(&self, key: &str, mut f: F) -> Result<T, StateError>
+    where
+        T: Serialize + DeserializeOwned + Send,
+        F: FnMut(Option<T>) -> T + Send,
+    {
+        match self
+            .try_modify(key, |current| Ok::<_, Infallible>(f(current)))
+            .await
+        {
+            Ok(value) => Ok(value),
+            Err(ModifyError::State(err)) => Err(err),
+            Err(ModifyError::Refused(never)) => match never {},
+        }
+    }
+
+    /// [`modify`](Self::modify) with a function that may refuse: when `f`
+    /// returns `Err`, `key` keeps its value, no patch is sent, and the error
+    /// comes back as [`ModifyError::Refused`].
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    ///
+    /// use liweb::state::{MemoryStore, ModifyError, RoomKey, RoomState};
+    ///
+    /// #[derive(Debug, PartialEq)]
+    /// struct RoomFull;
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let runtime = tokio::runtime::Builder::new_current_thread().build()?;
+    /// # runtime.block_on(async {
+    /// let room = RoomState::new(Arc::new(MemoryStore::new()), RoomKey::new("game", "t1"), None);
+    /// let take_seat = |seats: Option<u32>| match seats.unwrap_or(0) {
+    ///     2.. => Err(RoomFull),
+    ///     taken => Ok(taken + 1),
+    /// };
+    /// assert_eq!(room.try_modify("seats", take_seat).await, Ok(1));
+    /// assert_eq!(room.try_modify("seats", take_seat).await, Ok(2));
+    /// assert_eq!(room.try_modify("seats", take_seat).await, Err(ModifyError::Refused(RoomFull)));
+    /// assert_eq!(room.get::<u32>("seats").await?, Some(2));
+    /// # Ok::<_, liweb::state::StateError>(())
+    /// # })?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn try_modify<T, E, F>(&self, key: &str, mut f: F) -> Result<T, ModifyError<E>>
+    where
+        T: Serialize + DeserializeOwned + Send,
+        E: Send,
+        F: FnMut(Option<T>) -> Result<T, E> + Send,
+    {
+        // What the last call of `f` made: the store stores the value of the
+        // last call, so this is what it stored, or why it stored nothing.
+        let mut last: Option<Result<T, E>> = None;
+        let mut apply = |current: Option<&Value>| {
+            last = None;
+            let current = current.map(|value| decode(key, value)).transpose()?;
+            match f(current) {
+                Ok(next) => {
+                    let value = encode(key, &next)?;
+                    last = Some(Ok(next));
+                    Ok(value)
+                }
+                Err(err) => {
+                    last = Some(Err(err));
+                    Err(StateError::Refused {
+                        key: key.to_owned(),
+                    })
+                }
+            }
+        };
+        let stored = self.store.modify(&self.room, key, &mut apply).await;
+        match (stored, last) {
+            (Ok(patch), Some(Ok(value))) => {
+                self.changed(&patch);
+                Ok(value)
+            }
+            (Err(StateError::Refused { .. }), Some(Err(err))) => Err(ModifyError::Refused(err)),
+            (Err(err), _) => Err(ModifyError::State(err)),
+            (Ok(patch), _) => {
+                // The store broke its contract; the change is made, so say so.
+                self.changed(&patch);
+                Err(ModifyError::State(StateError::backend(format!(
+                    "the store changed state key `{key}` without the value of the last call"
+                ))))
+            }
         }
     }
 

@@ -59,6 +59,17 @@ pub enum StateError {
         /// Why serialization failed.
         message: String,
     },
+    /// The function given to [`StateStore::modify`] refused the change, so
+    /// nothing changed.
+    ///
+    /// Stores return it as they got it. [`RoomState::try_modify`](super::RoomState::try_modify)
+    /// turns it back into the function's own error, so code using
+    /// [`RoomState`](super::RoomState) never sees this variant.
+    #[error("the change to state key `{key}` was refused")]
+    Refused {
+        /// The key.
+        key: String,
+    },
     /// The store itself failed: its service could not be reached or
     /// answered with an error, or it holds a value it cannot read.
     ///
@@ -88,6 +99,7 @@ impl PartialEq for StateError {
             NotAnArray { key } => matches!(other, NotAnArray { key: k } if k == key),
             NotANumber { key } => matches!(other, NotANumber { key: k } if k == key),
             NotAnObject { key } => matches!(other, NotAnObject { key: k } if k == key),
+            Refused { key } => matches!(other, Refused { key: k } if k == key),
             Decode { key, message } => {
                 matches!(other, Decode { key: k, message: m } if k == key && m == message)
             }
@@ -143,6 +155,11 @@ impl StatePatch {
         }
     }
 }
+
+/// What [`StateStore::modify`] applies to a key: its current value (`None`
+/// when it is not set) in, its new value out, or an error that leaves the key
+/// as it was.
+pub type Modifier<'a> = dyn FnMut(Option<&Value>) -> Result<Value, StateError> + Send + 'a;
 
 /// The operations of a state store.
 ///
@@ -257,6 +274,31 @@ pub trait StateStore: Send + Sync + 'static {
                 "this store cannot decrement `{key}` by {by}"
             ))))),
         }
+    }
+
+    /// Sets `key` to what `modify` returns for its current value (`None` when
+    /// it is not set), with no other change to the key in between.
+    ///
+    /// An error from `modify` changes nothing and is returned as it is. A
+    /// store may call `modify` more than once (a store that detects a
+    /// conflicting write and tries again): the value of the last call is the
+    /// one stored, and every call but the last returned `Ok`. `modify` may
+    /// run while the room is locked, so it must not use the store.
+    ///
+    /// The default cannot be atomic with the other operations, so it does
+    /// not try: it is a [`StateError::Backend`] error saying the store cannot
+    /// modify. [`MemoryStore`](super::MemoryStore) and the Redis store
+    /// implement it.
+    fn modify<'a>(
+        &'a self,
+        room: &'a RoomKey,
+        key: &'a str,
+        modify: &'a mut Modifier<'_>,
+    ) -> BoxFuture<'a, Result<StatePatch, StateError>> {
+        let _ = (room, modify);
+        Box::pin(std::future::ready(Err(StateError::backend(format!(
+            "this store cannot modify `{key}`"
+        )))))
     }
 
     /// Removes `key`; the patch is `None` when it was not set.

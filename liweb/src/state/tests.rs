@@ -11,6 +11,8 @@ use serde_json::{Map, Number, Value, json};
 
 use super::{patch::*, *};
 
+mod modify;
+
 /// Every test wait is bounded, so a lost wake-up fails instead of hanging.
 const TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -313,96 +315,96 @@ async fn s5_overflow_falls_back_to_f64() {
     assert_eq!(state.get::<u64>("zero").await, Ok(Some(1 << 63)));
 }
 
+/// A store that only implements the required methods, by delegation.
+struct Minimal(MemoryStore);
+
+impl StateStore for Minimal {
+    fn get<'a>(
+        &'a self,
+        room: &'a RoomKey,
+        key: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Value>, StateError>> {
+        self.0.get(room, key)
+    }
+    fn has<'a>(
+        &'a self,
+        room: &'a RoomKey,
+        key: &'a str,
+    ) -> BoxFuture<'a, Result<bool, StateError>> {
+        self.0.has(room, key)
+    }
+    fn snapshot<'a>(
+        &'a self,
+        room: &'a RoomKey,
+    ) -> BoxFuture<'a, Result<Map<String, Value>, StateError>> {
+        self.0.snapshot(room)
+    }
+    fn set<'a>(
+        &'a self,
+        room: &'a RoomKey,
+        key: &'a str,
+        value: Value,
+    ) -> BoxFuture<'a, Result<StatePatch, StateError>> {
+        self.0.set(room, key, value)
+    }
+    fn update<'a>(
+        &'a self,
+        room: &'a RoomKey,
+        key: &'a str,
+        value: Value,
+    ) -> BoxFuture<'a, Result<StatePatch, StateError>> {
+        self.0.update(room, key, value)
+    }
+    fn patch<'a>(
+        &'a self,
+        room: &'a RoomKey,
+        key: &'a str,
+        fields: Map<String, Value>,
+    ) -> BoxFuture<'a, Result<StatePatch, StateError>> {
+        self.0.patch(room, key, fields)
+    }
+    fn push<'a>(
+        &'a self,
+        room: &'a RoomKey,
+        key: &'a str,
+        item: Value,
+    ) -> BoxFuture<'a, Result<StatePatch, StateError>> {
+        self.0.push(room, key, item)
+    }
+    fn remove<'a>(
+        &'a self,
+        room: &'a RoomKey,
+        key: &'a str,
+        predicate: &'a (dyn Fn(&Value) -> bool + Send + Sync),
+    ) -> BoxFuture<'a, Result<(usize, Option<StatePatch>), StateError>> {
+        self.0.remove(room, key, predicate)
+    }
+    fn increment<'a>(
+        &'a self,
+        room: &'a RoomKey,
+        key: &'a str,
+        by: i64,
+    ) -> BoxFuture<'a, Result<(Number, StatePatch), StateError>> {
+        self.0.increment(room, key, by)
+    }
+    fn delete<'a>(
+        &'a self,
+        room: &'a RoomKey,
+        key: &'a str,
+    ) -> BoxFuture<'a, Result<Option<StatePatch>, StateError>> {
+        self.0.delete(room, key)
+    }
+    fn clear<'a>(&'a self, room: &'a RoomKey) -> BoxFuture<'a, Result<StatePatch, StateError>> {
+        self.0.clear(room)
+    }
+    fn drop_room<'a>(&'a self, room: &'a RoomKey) -> BoxFuture<'a, Result<(), StateError>> {
+        self.0.drop_room(room)
+    }
+}
+
 /// Conformance S5.
 #[test]
 fn s5_default_decrement_reports_what_it_cannot_negate() {
-    /// A store that only implements the required methods, by delegation.
-    struct Minimal(MemoryStore);
-
-    impl StateStore for Minimal {
-        fn get<'a>(
-            &'a self,
-            room: &'a RoomKey,
-            key: &'a str,
-        ) -> BoxFuture<'a, Result<Option<Value>, StateError>> {
-            self.0.get(room, key)
-        }
-        fn has<'a>(
-            &'a self,
-            room: &'a RoomKey,
-            key: &'a str,
-        ) -> BoxFuture<'a, Result<bool, StateError>> {
-            self.0.has(room, key)
-        }
-        fn snapshot<'a>(
-            &'a self,
-            room: &'a RoomKey,
-        ) -> BoxFuture<'a, Result<Map<String, Value>, StateError>> {
-            self.0.snapshot(room)
-        }
-        fn set<'a>(
-            &'a self,
-            room: &'a RoomKey,
-            key: &'a str,
-            value: Value,
-        ) -> BoxFuture<'a, Result<StatePatch, StateError>> {
-            self.0.set(room, key, value)
-        }
-        fn update<'a>(
-            &'a self,
-            room: &'a RoomKey,
-            key: &'a str,
-            value: Value,
-        ) -> BoxFuture<'a, Result<StatePatch, StateError>> {
-            self.0.update(room, key, value)
-        }
-        fn patch<'a>(
-            &'a self,
-            room: &'a RoomKey,
-            key: &'a str,
-            fields: Map<String, Value>,
-        ) -> BoxFuture<'a, Result<StatePatch, StateError>> {
-            self.0.patch(room, key, fields)
-        }
-        fn push<'a>(
-            &'a self,
-            room: &'a RoomKey,
-            key: &'a str,
-            item: Value,
-        ) -> BoxFuture<'a, Result<StatePatch, StateError>> {
-            self.0.push(room, key, item)
-        }
-        fn remove<'a>(
-            &'a self,
-            room: &'a RoomKey,
-            key: &'a str,
-            predicate: &'a (dyn Fn(&Value) -> bool + Send + Sync),
-        ) -> BoxFuture<'a, Result<(usize, Option<StatePatch>), StateError>> {
-            self.0.remove(room, key, predicate)
-        }
-        fn increment<'a>(
-            &'a self,
-            room: &'a RoomKey,
-            key: &'a str,
-            by: i64,
-        ) -> BoxFuture<'a, Result<(Number, StatePatch), StateError>> {
-            self.0.increment(room, key, by)
-        }
-        fn delete<'a>(
-            &'a self,
-            room: &'a RoomKey,
-            key: &'a str,
-        ) -> BoxFuture<'a, Result<Option<StatePatch>, StateError>> {
-            self.0.delete(room, key)
-        }
-        fn clear<'a>(&'a self, room: &'a RoomKey) -> BoxFuture<'a, Result<StatePatch, StateError>> {
-            self.0.clear(room)
-        }
-        fn drop_room<'a>(&'a self, room: &'a RoomKey) -> BoxFuture<'a, Result<(), StateError>> {
-            self.0.drop_room(room)
-        }
-    }
-
     let store = Minimal(MemoryStore::new());
     let room = lobby();
     let runtime = tokio::runtime::Builder::new_current_thread()

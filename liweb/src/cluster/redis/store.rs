@@ -12,7 +12,7 @@ use super::node::Node;
 use crate::{
     cluster::error::ClusterError,
     room::key::RoomKey,
-    state::{StateError, StatePatch, StateStore},
+    state::{Modifier, StateError, StatePatch, StateStore},
     util::BoxFuture,
 };
 
@@ -372,6 +372,28 @@ impl StateStore for RedisStore {
             self.add(room, key, -i128::from(by))
                 .await
                 .inspect_err(|e| self.report("state decrement", e))
+        })
+    }
+
+    /// Reads the key, runs `modify`, and writes its value only if the key
+    /// still holds what was read (compare-and-set); on a conflict, runs
+    /// `modify` again on the newer value.
+    fn modify<'a>(
+        &'a self,
+        room: &'a RoomKey,
+        key: &'a str,
+        modify: &'a mut Modifier<'_>,
+    ) -> BoxFuture<'a, Result<StatePatch, StateError>> {
+        Box::pin(async move {
+            self.read_modify_write(room, key, |current| {
+                let next = modify(current)?;
+                Ok(Change::Write(
+                    Some(next.clone()),
+                    crate::state::patch::set_patch(key, next),
+                ))
+            })
+            .await
+            .inspect_err(|e| self.report("state modify", e))
         })
     }
 
