@@ -1,4 +1,4 @@
-//! Conformance, section X (cluster), and S7 across nodes: several server
+//! Conformance, section X (cluster), and S7 and S9 across nodes: several server
 //! instances in one test process, each with its own Redis connections,
 //! behind one real Redis, with real sockets.
 //!
@@ -393,6 +393,83 @@ async fn s7_x2_concurrent_increments_and_pushes_from_two_nodes_lose_nothing() {
     );
     state.clear().await.unwrap();
     assert!(state.snapshot().await.unwrap().is_empty());
+    cleanup(&redis_url(), &prefix).await;
+}
+
+/// Conformance X2.
+/// Conformance S9.
+#[tokio::test]
+#[ignore = "needs Redis: LIWEB_REDIS_URL, run with --ignored"]
+async fn s9_x2_concurrent_modifies_from_two_nodes_lose_nothing() {
+    #[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+    struct Log {
+        count: usize,
+        recent: Vec<usize>,
+    }
+    const TASKS: usize = 50;
+    const EACH: usize = 2;
+    const KEPT: usize = 10;
+
+    let prefix = prefix("s9");
+    let a = node(&prefix).await;
+    let b = node(&prefix).await;
+    let room = RoomRef::new("chat", "history");
+    let mut tasks = Vec::new();
+    for server in [&a.server, &b.server] {
+        for task in 0..TASKS {
+            let state = room.on(server).state();
+            tasks.push(tokio::spawn(async move {
+                let mut counts = Vec::new();
+                for n in 0..EACH {
+                    let log = state
+                        .modify("log", |log: Option<Log>| {
+                            let mut log = log.unwrap_or_default();
+                            log.count += 1;
+                            log.recent.push(task * EACH + n);
+                            let over = log.recent.len().saturating_sub(KEPT);
+                            log.recent.drain(..over);
+                            log
+                        })
+                        .await
+                        .unwrap();
+                    counts.push(log.count);
+                }
+                counts
+            }));
+        }
+    }
+    let mut counts = Vec::new();
+    tokio::time::timeout(Duration::from_secs(60), async {
+        for task in tasks {
+            counts.extend(task.await.unwrap());
+        }
+    })
+    .await
+    .expect("the modifies finished");
+
+    // Every call saw the one before it, whichever node made it.
+    let total = 2 * TASKS * EACH;
+    counts.sort_unstable();
+    counts.dedup();
+    assert_eq!(counts.len(), total, "two calls saw one value");
+    assert_eq!((counts.first(), counts.last()), (Some(&1), Some(&total)));
+    let state = room.on(&b.server).state();
+    let log: Log = state.get("log").await.unwrap().unwrap();
+    assert_eq!(log.count, total);
+    assert_eq!(log.recent.len(), KEPT);
+
+    // A refusal on one node leaves the value the other node sees.
+    let on_a = room.on(&a.server).state();
+    let refused = on_a
+        .try_modify("log", |_: Option<Log>| Err::<Log, _>("full"))
+        .await;
+    assert!(
+        matches!(refused, Err(liweb::state::ModifyError::Refused("full"))),
+        "{refused:?}"
+    );
+    let log: Log = state.get("log").await.unwrap().unwrap();
+    assert_eq!(log.count, total);
+    state.clear().await.unwrap();
     cleanup(&redis_url(), &prefix).await;
 }
 
