@@ -10,7 +10,9 @@ use std::{
 };
 
 use arbitrary::Arbitrary;
-use liweb::state::{MemoryStore, RoomKey, RoomState, StateError, StatePatch, StateStore};
+use liweb::state::{
+    MemoryStore, ModifyError, RoomKey, RoomState, StateError, StatePatch, StateStore,
+};
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Number, Value};
 
@@ -124,6 +126,45 @@ impl Pred {
     }
 }
 
+/// What the function given to `try_modify` does with the key's current value
+/// (a JSON value, so it never fails to decode).
+#[derive(Debug, Clone, Arbitrary)]
+pub enum ValueFn {
+    /// Ignores it and returns this value.
+    Replace(Val),
+    /// Returns `[current]`, or `[]` when the key is not set.
+    Wrap,
+    /// Refuses.
+    Refuse,
+    /// Refuses when the key is not set, else returns this value.
+    RefuseIfMissing(Val),
+}
+
+/// A refusal of a [`ValueFn`].
+#[derive(Debug)]
+struct Refused;
+
+impl ValueFn {
+    fn call(&self, current: Option<Value>) -> Result<Value, Refused> {
+        match self {
+            ValueFn::Replace(value) => Ok(value.to_json()),
+            ValueFn::Wrap => Ok(Value::Array(current.into_iter().collect())),
+            ValueFn::Refuse => Err(Refused),
+            ValueFn::RefuseIfMissing(value) => current.map(|_| value.to_json()).ok_or(Refused),
+        }
+    }
+}
+
+/// The outcome standing for `try_modify`'s [`ModifyError::Refused`].
+fn refused() -> Value {
+    Value::String("<refused>".into())
+}
+
+/// The outcome standing for a [`StateError::Decode`] error.
+fn decode_error() -> Value {
+    Value::String("<decode error>".into())
+}
+
 /// One state operation on room 0 or 1.
 #[derive(Debug, Clone, Arbitrary)]
 pub enum Op {
@@ -141,6 +182,10 @@ pub enum Op {
     Clear(bool),
     /// The room is deleted (`StateStore::drop_room`).
     DropRoom(bool),
+    /// `try_modify::<Value, _, _>` with this function.
+    Modify(bool, Key, ValueFn),
+    /// `modify::<i64, _>`: the number (0 when not set) plus one, wrapping.
+    ModifyI64(bool, Key),
 }
 
 /// Polls a future of the in-memory store, which never waits.
@@ -304,6 +349,29 @@ impl Model {
                 self.rooms.remove(room);
                 (Ok(None), None)
             }
+            Op::Modify(room, key, f) => {
+                let k = key.name();
+                let map = self.room(*room);
+                match f.call(map.get(k).cloned()) {
+                    Ok(new) => {
+                        map.insert(k.into(), new.clone());
+                        (Ok(Some(new.clone())), Some(set(k, new)))
+                    }
+                    Err(Refused) => (Ok(Some(refused())), None),
+                }
+            }
+            Op::ModifyI64(room, key) => {
+                let k = key.name();
+                let map = self.room(*room);
+                let current = match map.get(k).cloned().map(serde_json::from_value::<i64>) {
+                    None => 0,
+                    Some(Ok(n)) => n,
+                    Some(Err(_)) => return (Ok(Some(decode_error())), None),
+                };
+                let new = Value::from(current.wrapping_add(1));
+                map.insert(k.into(), new.clone());
+                (Ok(Some(new.clone())), Some(set(k, new)))
+            }
         }
     }
 
@@ -329,7 +397,7 @@ fn typed(ty: Ty, value: Value) -> Value {
     fn as_<T: DeserializeOwned + serde::Serialize>(value: Value) -> Value {
         match serde_json::from_value::<T>(value) {
             Ok(v) => serde_json::to_value(v).expect("re-encodes"),
-            Err(_) => Value::String("<decode error>".into()),
+            Err(_) => decode_error(),
         }
     }
     match ty {
@@ -349,7 +417,7 @@ fn get_as<T: DeserializeOwned + serde::Serialize>(state: &RoomState, key: &str) 
         Ok(v) => Ok(v.map(|v| serde_json::to_value(v).expect("re-encodes"))),
         Err(StateError::Decode { key: k, .. }) => {
             assert_eq!(k, key, "a decode error names another key");
-            Ok(Some(Value::String("<decode error>".into())))
+            Ok(Some(decode_error()))
         }
         Err(other) => Err(other),
     }
@@ -426,6 +494,26 @@ impl Real {
             Op::Delete(room, key) => now(state(room).delete(key.name())).map(|b| Some(b.into())),
             Op::Clear(room) => now(state(room).clear()).map(|()| None),
             Op::DropRoom(room) => now(self.store.drop_room(state(room).room())).map(|()| None),
+            Op::Modify(room, key, f) => {
+                match now(state(room).try_modify(key.name(), |current| f.call(current))) {
+                    Ok(value) => Ok(Some(value)),
+                    Err(ModifyError::Refused(Refused)) => Ok(Some(refused())),
+                    Err(ModifyError::State(err)) => Err(err),
+                }
+            }
+            Op::ModifyI64(room, key) => {
+                let key = key.name();
+                let added =
+                    state(room).modify(key, |n: Option<i64>| n.unwrap_or(0).wrapping_add(1));
+                match now(added) {
+                    Ok(n) => Ok(Some(Value::from(n))),
+                    Err(StateError::Decode { key: k, .. }) => {
+                        assert_eq!(k, key, "a decode error names another key");
+                        Ok(Some(decode_error()))
+                    }
+                    Err(other) => Err(other),
+                }
+            }
         }
     }
 }
@@ -473,6 +561,8 @@ fn op_room(op: &Op) -> bool {
         | Op::Decrement(r, ..)
         | Op::Delete(r, ..)
         | Op::Clear(r)
-        | Op::DropRoom(r) => *r,
+        | Op::DropRoom(r)
+        | Op::Modify(r, ..)
+        | Op::ModifyI64(r, ..) => *r,
     }
 }
