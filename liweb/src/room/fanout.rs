@@ -22,6 +22,16 @@ pub(crate) fn fanout<'a, Out: Events + 'a>(
     conns: impl IntoIterator<Item = &'a Conn<Out>>,
     frames: &mut EncodeOnce<impl FnMut(CodecKind) -> Result<Frame, EncodeError>>,
 ) -> Result<usize, EncodeError> {
+    let sent = send(conns, frames);
+    frames.finish(sent)
+}
+
+/// The loop of [`fanout`] without the final report, for a caller that
+/// fans out in several passes (one room's lock at a time) and reports once.
+pub(crate) fn send<'a, Out: Events + 'a>(
+    conns: impl IntoIterator<Item = &'a Conn<Out>>,
+    frames: &mut EncodeOnce<impl FnMut(CodecKind) -> Result<Frame, EncodeError>>,
+) -> usize {
     let mut sent = 0;
     for conn in conns {
         if let Ok(frame) = frames.get(conn.meta().codec())
@@ -30,5 +40,5 @@ pub(crate) fn fanout<'a, Out: Events + 'a>(
             sent += 1;
         }
     }
-    frames.finish(sent)
+    sent
 }

@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use super::{
     defaults::{JoinGuard, RoomDefaults},
-    fanout::fanout,
+    fanout::{fanout, send},
     key::RoomKey,
 };
 use crate::{
@@ -417,11 +417,15 @@ pub(crate) fn send_once<'a, Out: Events + 'a>(
     except: Option<ConnId>,
 ) -> Result<usize, EncodeError> {
     let mut reached: HashSet<ConnId> = except.into_iter().collect();
-    let locked: Vec<_> = rooms.map(|room| room.members()).collect();
-    let conns = locked
-        .iter()
-        .flat_map(|members| members.iter())
-        .filter(|(id, _)| reached.insert(**id))
-        .map(|(_, member)| &member.conn);
-    fanout(conns, frames)
+    // One room's lock at a time, as a single room emit holds it.
+    let mut sent = 0;
+    for room in rooms {
+        let members = room.members();
+        let conns = members
+            .iter()
+            .filter(|(id, _)| reached.insert(**id))
+            .map(|(_, member)| &member.conn);
+        sent += send(conns, frames);
+    }
+    frames.finish(sent)
 }
