@@ -28,6 +28,7 @@ use tokio_tungstenite::{
     tungstenite::{self, Message, client::IntoClientRequest},
 };
 
+pub mod bystanders;
 mod combo;
 
 pub use combo::{Combo, Heard, Link, Msg, Peer, Refusal, encode};
