@@ -171,6 +171,8 @@ pub fn liweb_server(counter: Counter) -> Server<BenchIn, BenchOut> {
         .handler(on_read)
         .handler(on_ping)
         .handler(on_away)
+        // Benchmarks send far faster than a public server's default allows.
+        .max_events_per_second(None)
         .build()
 }
 

@@ -143,6 +143,45 @@ impl ExtractError {
     }
 }
 
+/// A handler's refusal of bad or unwelcome input: return it as a handler's
+/// error (`Err(Refused::new(..))`, or an error of the application's own
+/// type that has it as its [`source`](std::error::Error::source), such as a
+/// thiserror variant `#[error("{0}")] Refused(#[from] Refused)`) and the
+/// client hears it as an `error` event of code `refused` with this message
+/// (as the error reply, when the event was a request). Refusing input is not
+/// a failure: the error hook is not told, and the handlers after this one do
+/// not run.
+///
+/// ```
+/// use liweb::Refused;
+///
+/// async fn rename(name: String) -> Result<(), Refused> {
+///     if name.len() > 32 {
+///         return Err(Refused::new("names are at most 32 bytes"));
+///     }
+///     Ok(())
+/// }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct Refused {
+    message: std::borrow::Cow<'static, str>,
+}
+
+impl Refused {
+    /// A refusal the client reads as `message`.
+    pub fn new(message: impl Into<std::borrow::Cow<'static, str>>) -> Self {
+        Self {
+            message: message.into(),
+        }
+    }
+
+    /// What the client reads.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
 /// What went wrong while handling an event; given to the error hook.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

@@ -175,7 +175,7 @@ pub use crate::conn::{
 };
 #[doc(hidden)]
 pub use crate::conn::{Empty, Outgoing};
-pub use crate::error::{DecodeError, EmitError, EncodeError, ExtractError, HandlerError};
+pub use crate::error::{DecodeError, EmitError, EncodeError, ExtractError, HandlerError, Refused};
 pub use crate::event::{EventKey, Events, NoEvents, PayloadDecoder};
 pub use crate::handler::{
     Handler, HandlerFuture, HandlerList, IntoHandlerResult,

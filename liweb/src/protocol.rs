@@ -144,6 +144,9 @@ pub enum ErrorCode {
     Rejected,
     /// No handler answered the request: the event has no handler.
     NoHandler,
+    /// A handler refused the event with [`Refused`](crate::Refused); the
+    /// message is the handler's reason.
+    Refused,
 }
 
 /// The payload of the reserved `error` event:

@@ -980,6 +980,27 @@ pub struct RawClient {
 }
 
 impl RawClient {
+    /// Opens a raw JSON connection to the server at `addr` (path `/ws`) from
+    /// the local address `from` (any of `127.0.0.0/8` on Linux), so the
+    /// server sees another remote address; `None` if the upgrade failed.
+    pub async fn connect_from(addr: SocketAddr, from: std::net::IpAddr) -> Option<Self> {
+        let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
+        socket
+            .bind(SocketAddr::new(from, 0))
+            .expect("bind the local address");
+        let opening = async {
+            let stream = socket.connect(addr).await.ok()?;
+            let url = format!("ws://{addr}/ws");
+            let (socket, _) = tokio_tungstenite::client_async(url, MaybeTlsStream::Plain(stream))
+                .await
+                .ok()?;
+            Some(Self { socket })
+        };
+        tokio::time::timeout(WAIT, opening)
+            .await
+            .expect("connect timed out")
+    }
+
     /// Sends `{"event": event, "payload": payload}`.
     pub async fn emit(&mut self, event: &str, payload: Value) {
         let frame = serde_json::json!({ "event": event, "payload": payload });

@@ -343,7 +343,9 @@ enum Death {
 /// back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_killed_mid_frame_lose_no_one_a_message_and_leave_no_trace() {
-    let running = Running::start_with(|builder| builder.no_heartbeat()).await;
+    // The senders chat as fast as they can: no rate limit.
+    let running =
+        Running::start_with(|builder| builder.no_heartbeat().max_events_per_second(None)).await;
     let (members, ws_sender, tcp_sender) = healthy(&running).await;
     let healthy_count = running.server.connection_count();
     let flow = Flow::new(members.len(), false);
@@ -496,6 +498,8 @@ async fn l1_stalled_clients_are_closed_with_their_queue_bounded_while_the_chat_l
             .max_queue_bytes(LIMIT)
             .close_timeout(CLOSE_TIMEOUT)
             .no_heartbeat()
+            // The senders chat as fast as they can.
+            .max_events_per_second(None)
     })
     .await;
     let (members, ws_sender, tcp_sender) = healthy(&running).await;

@@ -79,7 +79,9 @@ fn now_us() -> u64 {
 async fn start(adapter: Option<RedisAdapter>) -> Result<(BenchServer, SocketAddr), Error> {
     let mut builder = BenchServer::builder()
         .handler(on_join)
-        .max_queue_bytes(64 * 1024 * 1024);
+        .max_queue_bytes(64 * 1024 * 1024)
+        .max_events_per_second(None)
+        .max_connections(None);
     if let Some(adapter) = adapter {
         builder = builder.adapter(adapter);
     }

@@ -98,6 +98,10 @@ async fn main() -> std::io::Result<()> {
         .unwrap_or_else(|| "127.0.0.1:0".to_owned());
     let server = BenchServer::builder()
         .handlers(liweb::handlers![exhaustive BenchIn => on_join, on_publish, on_echo])
+        // A load generator is one hostile-looking client: lift the defaults
+        // a public server runs with.
+        .max_events_per_second(None)
+        .max_connections(None)
         .build();
     let app = axum::Router::new().route("/ws", server.ws_route());
     let listener = tokio::net::TcpListener::bind(&addr).await?;

@@ -281,7 +281,11 @@ async fn whitespace_only_text_is_not_broadcast() {
     send_event(&mut a, "chat:message", json!({ "text": "  \t\n  " })).await;
     send_event(&mut a, "chat:message", json!({ "text": "real" })).await;
 
-    // The next chat:message on both sides is the real one.
+    // The sender hears each refusal; the next chat:message on both sides is
+    // the real one.
+    for _ in 0..2 {
+        expect_refused(&mut a, "chat:message", "empty message").await;
+    }
     for ws in [&mut a, &mut b] {
         let message = expect_event(ws, "chat:message").await;
         assert_chat_message(&message, &a_id, "real", from, now_ms());
@@ -376,6 +380,17 @@ async fn expect_message(ws: &mut Ws, id: &str, text: &str, room: &str) -> Value 
     assert_eq!(message["text"], json!(text), "text in {message}");
     assert_eq!(message["room"], json!(room), "room in {message}");
     message
+}
+
+/// The next event must be the `error` of code `refused` the chat answers
+/// refused input with, about `event`, saying `message`.
+async fn expect_refused(ws: &mut Ws, event: &str, message: &str) {
+    let error = expect_event(ws, "error").await;
+    assert_eq!(
+        error,
+        json!({ "code": "refused", "message": message, "event": event }),
+        "the refusal of {event}"
+    );
 }
 
 /// A fence: `ws` says `text` in `general` and its next event must be that
@@ -544,6 +559,7 @@ async fn leave_sends_user_left_to_the_others_and_stops_the_rooms_messages() {
     fence(&mut b, &b_id, "b fence").await;
     // And B can no longer speak in `dev`.
     say(&mut b, "not a member", Some("dev")).await;
+    expect_refused(&mut b, "chat:message", "not a member of this room").await;
     fence(&mut b, &b_id, "b fence 2").await;
     for ws in [&mut a, &mut c] {
         expect_message(ws, &b_id, "b fence", "general").await;
@@ -587,6 +603,7 @@ async fn chat_message_to_a_room_the_sender_is_not_in_is_dropped() {
     join_room(&mut b, "dev").await;
 
     say(&mut a, "intruder", Some("dev")).await;
+    expect_refused(&mut a, "chat:message", "not a member of this room").await;
     // A's events are handled in order: had the `dev` message gone out, B
     // would get it before A's fence, and A would get its echo first.
     fence(&mut a, &a_id, "a fence").await;
@@ -610,8 +627,11 @@ async fn bad_room_names_are_ignored_and_the_connection_stays_usable() {
         send_event(&mut a, "typing", json!({ "room": room })).await;
         send_event(&mut a, "leave", json!({ "room": room })).await;
         say(&mut a, "bad room", Some(room)).await;
+        for event in ["join", "typing", "leave", "chat:message"] {
+            expect_refused(&mut a, event, "room names are 1 to 64 bytes").await;
+        }
     }
-    // No reply, no error, nothing to B; the connection still works.
+    // Nothing to B; the connection still works.
     fence(&mut a, &a_id, "a fence").await;
     expect_message(&mut b, &a_id, "a fence", "general").await;
 
@@ -740,4 +760,131 @@ async fn without_a_secret_every_client_still_gets_a_server_issued_name() {
         message["name"],
         json!(format!("guest-{}", &id.replace('-', "")[..8]))
     );
+}
+
+// ---------------------------------------------------------------------------
+// Refusals and amplification: every refused input is answered, and no
+// input makes the server send much more than it received.
+// ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_join_past_16_rooms_is_refused_and_creates_no_room() {
+    let addr = spawn_server().await;
+    let mut all = clients(addr, 2).await;
+    let (mut b, _b_id) = all.pop().expect("b");
+    let (mut a, a_id) = all.pop().expect("a");
+    // `general` is the first of A's 16.
+    for n in 1..16 {
+        join_room(&mut a, &format!("room-{n}")).await;
+    }
+    send_event(&mut a, "join", json!({ "room": "one-too-many" })).await;
+    expect_refused(&mut a, "join", "at most 16 rooms per connection").await;
+    // A room A is already in still answers with its history.
+    join_room(&mut a, "room-1").await;
+    fence(&mut a, &a_id, "a fence").await;
+    expect_message(&mut b, &a_id, "a fence", "general").await;
+
+    // The refused room was not made: B, joining it, is alone there.
+    let joined = join_room(&mut b, "one-too-many").await;
+    assert_eq!(joined["online"], json!(1), "joined online in {joined}");
+}
+
+#[tokio::test]
+async fn joins_past_the_burst_are_refused_so_history_cannot_be_amplified() {
+    let addr = spawn_server().await;
+    let (mut a, a_id, _) = join(addr).await;
+    for n in 0..10 {
+        say(&mut a, &format!("m{n}"), None).await;
+        expect_message(&mut a, &a_id, &format!("m{n}"), "general").await;
+    }
+    // Each `join` of `general` answers with its history: 20 at once are
+    // answered, then refusals until the budget refills (2 a second).
+    for _ in 0..25 {
+        send_event(&mut a, "join", json!({ "room": "general" })).await;
+    }
+    let mut joined = 0;
+    let mut refused = 0;
+    for _ in 0..25 {
+        let (event, payload) = next_event(&mut a).await;
+        match event.as_str() {
+            "joined" => joined += 1,
+            "error" => {
+                assert_eq!(payload["code"], json!("refused"), "{payload}");
+                refused += 1;
+            }
+            other => panic!("unexpected {other}: {payload}"),
+        }
+    }
+    // The budget refills while the 25 are handled; at most a few more than
+    // the burst get through, never all 25.
+    assert!((20..25).contains(&joined), "{joined} joins answered");
+    assert_eq!(joined + refused, 25);
+}
+
+#[tokio::test]
+async fn two_concurrent_senders_never_grow_the_history_past_50() {
+    let addr = spawn_server().await;
+    let mut all = clients(addr, 3).await;
+    let (mut c, _c_id) = all.pop().expect("c");
+    let (mut b, b_id) = all.pop().expect("b");
+    let (mut a, a_id) = all.pop().expect("a");
+    // Both send 60 without waiting, so their history updates interleave.
+    for i in 0..60 {
+        say(&mut a, &format!("a{i}"), None).await;
+        say(&mut b, &format!("b{i}"), None).await;
+    }
+    // C reads all 120, then asks for the history.
+    let mut seen = 0;
+    while seen < 120 {
+        let (event, payload) = next_event(&mut c).await;
+        assert_eq!(event, "chat:message", "{payload}");
+        seen += 1;
+    }
+    let joined = join_room(&mut c, "general").await;
+    let history = joined["history"].as_array().expect("history array");
+    assert_eq!(history.len(), 50, "history keeps exactly the last 50");
+    let seqs: Vec<i64> = history
+        .iter()
+        .map(|item| item["seq"].as_i64().expect("seq"))
+        .collect();
+    assert_eq!(
+        seqs,
+        (71..=120).collect::<Vec<_>>(),
+        "the last 50, in order"
+    );
+    for item in history {
+        assert!(
+            item["id"] == json!(a_id) || item["id"] == json!(b_id),
+            "{item}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_disconnect_is_told_to_the_members_of_general_only() {
+    let addr = spawn_server().await;
+    let mut all = clients(addr, 3).await;
+    let (c, c_id) = all.pop().expect("c");
+    let (mut b, b_id) = all.pop().expect("b");
+    let (mut a, a_id) = all.pop().expect("a");
+    // B leaves general: it no longer hears of general's departures.
+    send_event(&mut b, "leave", json!({ "room": "general" })).await;
+    let left = expect_event(&mut a, "user:left").await;
+    assert_eq!(left["id"], json!(b_id), "{left}");
+
+    close(c).await;
+    let left = expect_event(&mut a, "user:left").await;
+    assert_eq!(left["id"], json!(c_id), "{left}");
+    assert_eq!(
+        left["online"],
+        json!(2),
+        "the server's connections in {left}"
+    );
+
+    // B heard nothing: its next event is the answer to its own join.
+    let joined = join_room(&mut b, "general").await;
+    assert_eq!(joined["online"], json!(2), "{joined}");
+    let user_joined = expect_event(&mut a, "user:joined").await;
+    assert_eq!(user_joined["id"], json!(b_id), "{user_joined}");
+    fence(&mut a, &a_id, "a fence").await;
 }

@@ -16,6 +16,11 @@
 //! | `invalid secret`       | 4001 [`CloseCode::AuthFailed`] |
 //! | `missing auth payload` | 4005 [`CloseCode::AuthMissing`] |
 //! | `auth timeout`         | 4002 [`CloseCode::AuthTimeout`] |
+//! | `too many failed attempts` | 4001 [`CloseCode::AuthFailed`] |
+//!
+//! A remote address that fails too often is refused without its credentials
+//! being checked: 30 failures a minute by default, see
+//! [`Config::max_auth_failures_per_minute`](crate::Config::max_auth_failures_per_minute).
 //!
 //! The deadline counts from connect (default 5 s). Identity only ever comes
 //! from the strategy's result: what a client claims about itself is, at
@@ -111,6 +116,10 @@ pub enum AuthReason {
     MissingPayload,
     /// No successful authentication before the deadline.
     Timeout,
+    /// The remote address failed to authenticate too often
+    /// ([`Config::max_auth_failures_per_minute`](crate::Config::max_auth_failures_per_minute));
+    /// the credentials were not checked.
+    TooManyAttempts,
 }
 
 impl AuthReason {
@@ -121,13 +130,16 @@ impl AuthReason {
             Self::InvalidSecret => "invalid secret",
             Self::MissingPayload => "missing auth payload",
             Self::Timeout => "auth timeout",
+            Self::TooManyAttempts => "too many failed attempts",
         }
     }
 
     /// The code the connection is closed with.
     pub const fn close_code(self) -> CloseCode {
         match self {
-            Self::InvalidCredentials | Self::InvalidSecret => CloseCode::AuthFailed,
+            Self::InvalidCredentials | Self::InvalidSecret | Self::TooManyAttempts => {
+                CloseCode::AuthFailed
+            }
             Self::MissingPayload => CloseCode::AuthMissing,
             Self::Timeout => CloseCode::AuthTimeout,
         }
@@ -394,6 +406,7 @@ pub use self::jwt::JwtToken;
 
 #[cfg(feature = "jwt")]
 mod jwt;
+pub(crate) mod throttle;
 
 impl AuthConfig {
     /// Runs the request strategy, if there is one: `None` when the request

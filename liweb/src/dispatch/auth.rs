@@ -4,6 +4,8 @@
 
 use std::sync::atomic::Ordering;
 
+use tokio::time::Instant;
+
 use crate::{
     auth::{self, AuthConfig, AuthFailure, AuthReason, Verdict},
     codec::RawPayload,
@@ -19,6 +21,9 @@ pub(crate) async fn authenticate<In: Events, Out: Events>(
     conn: &Conn<Out>,
     payload: RawPayload<'_>,
 ) {
+    if refused_as_throttled(server, conn).await {
+        return;
+    }
     // Bounded: the deadline timer fails the attempt on time, but a
     // strategy that never answers would otherwise keep this dispatch,
     // and so the connection's task and its place among the live
@@ -33,6 +38,28 @@ pub(crate) async fn authenticate<In: Events, Out: Events>(
             })
         });
     finish(server, conn, verdict).await;
+}
+
+/// Fails the pending authentication of `conn` with `too many failed
+/// attempts`, without checking anything, when its remote address used up
+/// its failures; true when it did.
+pub(crate) async fn refused_as_throttled<In: Events, Out: Events>(
+    server: &Server<In, Out>,
+    conn: &Conn<Out>,
+) -> bool {
+    let (Some(throttle), Some(addr)) = (&server.inner.auth_throttle, conn.meta().remote_addr())
+    else {
+        return false;
+    };
+    if throttle.allows(addr.ip(), Instant::now()) {
+        return false;
+    }
+    let failure = AuthFailure {
+        reason: AuthReason::TooManyAttempts,
+        detail: Some(format!("{} failed too often", addr.ip())),
+    };
+    fail(server, conn, failure).await;
+    true
 }
 
 /// Ends a pending authentication with the strategy's verdict.
@@ -82,11 +109,23 @@ pub(crate) async fn fail<In: Events, Out: Events>(
     if !conn.inner.settle_auth(false) {
         return;
     }
+    let stats = &server.inner.stats;
     let counter = match failure.reason {
-        AuthReason::Timeout => &server.inner.stats.auth_timeouts,
-        _ => &server.inner.stats.auth_failures,
+        AuthReason::Timeout => &stats.auth_timeouts,
+        AuthReason::TooManyAttempts => &stats.auth_throttled,
+        _ => &stats.auth_failures,
     };
     counter.fetch_add(1, Ordering::Relaxed);
+    // A refusal by the throttle is not one more guess; a timeout is not a
+    // guess at all.
+    if !matches!(
+        failure.reason,
+        AuthReason::Timeout | AuthReason::TooManyAttempts
+    ) && let (Some(throttle), Some(addr)) =
+        (&server.inner.auth_throttle, conn.meta().remote_addr())
+    {
+        throttle.failed(addr.ip(), Instant::now());
+    }
     tracing::debug!(conn = %conn.id(), reason = %failure.reason, detail = ?failure.detail, "authentication failed");
     if let Ok(frame) = auth::error_frame(conn.meta().codec(), failure.reason.as_str()) {
         let _ = conn.send_encoded(frame);

@@ -10,7 +10,7 @@ use crate::{
     codec::RawPayload,
     conn::Conn,
     error::Chain,
-    error::{ExtractError, HandlerError, panic_message},
+    error::{ExtractError, HandlerError, Refused, panic_message},
     event::Events,
     handler::{
         Call,
@@ -87,6 +87,17 @@ pub(super) async fn run<In: Events, Out: Events>(
                     Some(name),
                 );
             }
+            Err(HandlerError::Returned(err)) if refusal(&*err).is_some() => {
+                let message = refusal(&*err).map(|refused| refused.message().to_owned());
+                answer(
+                    conn,
+                    ack.map(|slot| &**slot),
+                    ErrorCode::Refused,
+                    message.unwrap_or_default(),
+                    Some(name),
+                );
+                return;
+            }
             Err(error) => {
                 // A request hears that it failed; the details go to the error
                 // hook, which also hears of failed events that were not requests.
@@ -100,6 +111,13 @@ pub(super) async fn run<In: Events, Out: Events>(
     if let Some(slot) = ack {
         slot.reply_null();
     }
+}
+
+/// The [`Refused`] a handler's error is, or has among its sources: an
+/// application's own error type can carry a refusal as a variant.
+fn refusal<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a Refused> {
+    std::iter::successors(Some(err), |err| err.source())
+        .find_map(|err| err.downcast_ref::<Refused>())
 }
 
 /// What the client is told of a failed handler: the error a handler

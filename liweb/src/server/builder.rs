@@ -15,6 +15,7 @@ use super::{
     live::Connections,
 };
 use crate::{
+    auth::throttle::AuthThrottle,
     auth::{Auth, AuthConfig, AuthUser},
     conn::{Conn, meta::ConnMeta},
     event::Events,
@@ -241,16 +242,32 @@ impl<In: Events, Out: Events> ServerBuilder<In, Out> {
         self
     }
 
-    /// The most connections at once; see [`Config::max_connections`].
-    pub fn max_connections(mut self, max: usize) -> Self {
-        self.config.max_connections = Some(max);
+    /// The most connections at once (default 10,000); `None` lifts the
+    /// limit. See [`Config::max_connections`].
+    pub fn max_connections(mut self, max: impl Into<Option<usize>>) -> Self {
+        self.config.max_connections = max.into();
         self
     }
 
-    /// The most events per second per connection; see
-    /// [`Config::max_events_per_second`].
-    pub fn max_events_per_second(mut self, max: u32) -> Self {
-        self.config.max_events_per_second = Some(max);
+    /// The most events per second per connection, on average (default 100);
+    /// `None` lifts the limit. See [`Config::max_events_per_second`].
+    pub fn max_events_per_second(mut self, max: impl Into<Option<u32>>) -> Self {
+        self.config.max_events_per_second = max.into();
+        self
+    }
+
+    /// How many events a connection may send at once before the rate limit
+    /// applies (default: one second's worth); see [`Config::event_burst`].
+    pub fn event_burst(mut self, burst: u32) -> Self {
+        self.config.event_burst = Some(burst);
+        self
+    }
+
+    /// How many failed authentications one remote address may make per
+    /// minute (default 30); `None` lifts the limit. See
+    /// [`Config::max_auth_failures_per_minute`].
+    pub fn max_auth_failures_per_minute(mut self, max: impl Into<Option<u32>>) -> Self {
+        self.config.max_auth_failures_per_minute = max.into();
         self
     }
 
@@ -373,6 +390,11 @@ impl<In: Events, Out: Events> ServerBuilder<In, Out> {
                 on_upgrade: self.on_upgrade,
                 on_error: self.on_error,
                 middleware: self.middleware,
+                auth_throttle: self
+                    .auth
+                    .as_ref()
+                    .and(self.config.max_auth_failures_per_minute)
+                    .map(AuthThrottle::new),
                 auth: self.auth,
                 stats: Counters::default(),
                 live: Arc::default(),

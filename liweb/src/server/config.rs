@@ -37,13 +37,24 @@ pub struct Config {
     pub idle_timeout: Option<Duration>,
     /// The most connections open at once, counting those still
     /// authenticating; more upgrades are refused with `503 Service
-    /// Unavailable`. No limit by default.
+    /// Unavailable` (TCP: a `CLOSE` with 1013). 10,000 by default; `None`
+    /// lifts the limit.
     pub max_connections: Option<usize>,
-    /// The most events one connection may send per second (a token bucket
-    /// holding one second's worth); an event over the limit is dropped and
-    /// answered with an `error` event of code `rate_limited`. No limit by
-    /// default.
+    /// The most events one connection may send per second, on average
+    /// (default 100); an event over the limit is dropped unread and answered
+    /// with an `error` event of code `rate_limited`. `None` lifts the limit.
     pub max_events_per_second: Option<u32>,
+    /// How many events a connection may send at once before
+    /// [`max_events_per_second`](Config::max_events_per_second) applies: the
+    /// size of its token bucket. `None` (the default) holds one second's
+    /// worth.
+    pub event_burst: Option<u32>,
+    /// How many failed authentications one remote address may make per
+    /// minute (default 30, as a burst, then one every two seconds). An
+    /// address over the limit gets `auth:error` `too many failed attempts`
+    /// and close 4001 without its credentials being checked. IPv6
+    /// addresses count per /64 network. `None` lifts the limit.
+    pub max_auth_failures_per_minute: Option<u32>,
     /// The `Origin` values allowed to open connections; an upgrade with
     /// another `Origin` is refused with `403 Forbidden`, one without an
     /// `Origin` (a non-browser client) is accepted. Any origin by default.
@@ -60,8 +71,10 @@ impl Default for Config {
             ping_interval: Some(Duration::from_secs(25)),
             ping_timeout: Duration::from_secs(20),
             idle_timeout: None,
-            max_connections: None,
-            max_events_per_second: None,
+            max_connections: Some(10_000),
+            max_events_per_second: Some(100),
+            event_burst: None,
+            max_auth_failures_per_minute: Some(30),
             allowed_origins: None,
         }
     }
@@ -98,6 +111,7 @@ pub(crate) struct Counters {
     pub(crate) rate_limited: AtomicU64,
     pub(crate) auth_failures: AtomicU64,
     pub(crate) auth_timeouts: AtomicU64,
+    pub(crate) auth_throttled: AtomicU64,
     pub(crate) slow_consumers: AtomicU64,
     pub(crate) ping_timeouts: AtomicU64,
     pub(crate) idle_timeouts: AtomicU64,
@@ -132,6 +146,9 @@ pub struct Stats {
     pub auth_failures: u64,
     /// Authentications that did not finish in time.
     pub auth_timeouts: u64,
+    /// Authentications refused unchecked because their remote address
+    /// failed too often ([`Config::max_auth_failures_per_minute`]).
+    pub auth_throttled: u64,
     /// Connections closed for reading too slowly.
     pub slow_consumers: u64,
     /// Connections closed for not answering pings.

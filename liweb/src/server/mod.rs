@@ -27,6 +27,7 @@ use self::{
 };
 use crate::{
     auth::AuthConfig,
+    auth::throttle::AuthThrottle,
     cluster::{Link, Message, Target},
     codec::{CodecKind, EncodeOnce},
     conn::{Conn, ConnId},
@@ -55,6 +56,8 @@ pub(crate) struct Inner<In, Out> {
     pub(crate) on_error: Option<ErrorHook<Out>>,
     pub(crate) middleware: Vec<Step<In, Out>>,
     pub(crate) auth: Option<AuthConfig>,
+    /// Failed authentications by remote address, when auth and the limit are on.
+    pub(crate) auth_throttle: Option<AuthThrottle>,
     pub(crate) stats: Counters,
     pub(crate) live: Arc<Live>,
     /// Set when shutdown starts: connections are asked to go away.
@@ -285,6 +288,7 @@ impl<In: Events, Out: Events> Server<In, Out> {
             rate_limited: read(&counters.rate_limited),
             auth_failures: read(&counters.auth_failures),
             auth_timeouts: read(&counters.auth_timeouts),
+            auth_throttled: read(&counters.auth_throttled),
             slow_consumers: read(&counters.slow_consumers),
             ping_timeouts: read(&counters.ping_timeouts),
             idle_timeouts: read(&counters.idle_timeouts),

@@ -75,6 +75,7 @@ pub(crate) async fn run<In, Out, R, W>(
                 server.register(&conn);
                 server.fire_connect(&conn).await;
             }
+            Some(_) if dispatch::auth::refused_as_throttled(&server, &conn).await => {}
             Some(auth) => {
                 let checking = auth.check_request(conn.meta());
                 if let Ok(Some(verdict)) = tokio::time::timeout(auth.timeout, checking).await {
@@ -88,7 +89,7 @@ pub(crate) async fn run<In, Out, R, W>(
     let codec = conn.meta().codec();
     let mut rate = config
         .max_events_per_second
-        .map(|limit| RateLimit::new(limit, started));
+        .map(|limit| RateLimit::new(limit, config.event_burst.unwrap_or(limit), started));
     // A shutdown closes every tracked connection; one that is tracked after
     // it began closes itself.
     server.inner.live.track(conn.id(), &conn.inner);
@@ -185,6 +186,9 @@ pub(crate) async fn run<In, Out, R, W>(
                         && !rate.take(now)
                     {
                         server.inner.stats.rate_limited.fetch_add(1, Ordering::Relaxed);
+                        if rate.first_refusal() {
+                            tracing::info!(conn = %conn.id(), "over the event rate limit: events are dropped while it lasts");
+                        }
                         conn.send_error(ErrorCode::RateLimited, "too many events; this one was dropped".to_owned(), None);
                         continue;
                     }

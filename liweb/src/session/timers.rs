@@ -2,26 +2,40 @@
 
 use tokio::time::{Duration, Instant};
 /// The per-connection token bucket of [`Config::max_events_per_second`](crate::Config::max_events_per_second):
-/// one token per event, refilled continuously, a second's worth at most.
+/// one token per event, refilled continuously, [`Config::event_burst`](crate::Config::event_burst)
+/// at most.
 pub(super) struct RateLimit {
     per_second: f64,
+    burst: f64,
     tokens: f64,
     last: tokio::time::Instant,
+    /// Whether this connection's first refusal was logged: a flood is
+    /// logged once, not once per dropped event.
+    logged: bool,
 }
 
 impl RateLimit {
-    pub(super) fn new(per_second: u32, now: tokio::time::Instant) -> Self {
+    pub(super) fn new(per_second: u32, burst: u32, now: tokio::time::Instant) -> Self {
+        // A bucket smaller than one token would refuse everything.
+        let burst = f64::from(burst.max(1));
         Self {
             per_second: f64::from(per_second),
-            tokens: f64::from(per_second),
+            burst,
+            tokens: burst,
             last: now,
+            logged: false,
         }
+    }
+
+    /// True the first time it is called: whether to log a refusal.
+    pub(super) fn first_refusal(&mut self) -> bool {
+        !std::mem::replace(&mut self.logged, true)
     }
 
     pub(super) fn take(&mut self, now: tokio::time::Instant) -> bool {
         let elapsed = now.duration_since(self.last).as_secs_f64();
         self.last = now;
-        self.tokens = (self.tokens + elapsed * self.per_second).min(self.per_second);
+        self.tokens = (self.tokens + elapsed * self.per_second).min(self.burst);
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
             true
