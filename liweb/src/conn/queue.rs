@@ -266,3 +266,66 @@ impl Budget {
         self.reaping.store(false, Ordering::Release);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    };
+
+    use bytes::Bytes;
+
+    use super::{Budget, OutQueue};
+    use crate::{codec::Frame, protocol::CloseCode, transport::item::Outbound};
+
+    fn frame(len: usize) -> Frame {
+        Frame::text_from_bytes(Bytes::from(vec![b'x'; len])).unwrap()
+    }
+
+    #[test]
+    fn a_policy_close_drops_the_backlog_and_goes_first() {
+        let budget = Arc::new(Budget::new(usize::MAX));
+        let queue = OutQueue::new(1 << 20, Arc::clone(&budget));
+        for _ in 0..3 {
+            queue.push_frame(frame(100)).unwrap();
+        }
+        assert_eq!((queue.queued_bytes(), budget.total()), (300, 300));
+        queue.abort_with(Outbound::Close(CloseCode::SlowConsumer, String::new()));
+        assert_eq!((queue.queued_bytes(), budget.total()), (0, 0));
+        assert!(queue.is_urgent());
+        assert!(matches!(
+            queue.pop(),
+            Some(Outbound::Close(CloseCode::SlowConsumer, _))
+        ));
+        assert!(queue.pop().is_none());
+    }
+
+    #[test]
+    fn the_budget_counts_every_queue_and_runs_the_reaper_over_the_limit() {
+        let budget = Arc::new(Budget::new(250));
+        let reaped = Arc::new(AtomicUsize::new(0));
+        budget.set_reaper(Box::new({
+            let reaped = Arc::clone(&reaped);
+            move |budget| {
+                reaped.store(budget.total(), Ordering::Relaxed);
+            }
+        }));
+        let (a, b) = (
+            OutQueue::new(1 << 20, Arc::clone(&budget)),
+            OutQueue::new(1 << 20, Arc::clone(&budget)),
+        );
+        a.push_frame(frame(100)).unwrap();
+        b.push_frame(frame(100)).unwrap();
+        assert_eq!(reaped.load(Ordering::Relaxed), 0);
+        a.push_frame(frame(100)).unwrap();
+        assert_eq!(reaped.load(Ordering::Relaxed), 300);
+        assert_eq!(budget.low_water(), 186);
+        a.pop();
+        assert_eq!(budget.total(), 200);
+        // What a connection still counts at its end is given back.
+        b.release();
+        drop(a);
+        assert_eq!(budget.total(), 0);
+    }
+}
