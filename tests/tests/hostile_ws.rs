@@ -305,7 +305,12 @@ async fn k6_a_slow_consumer_reads_its_close_code_ahead_of_the_backlog() {
         sent += 1;
     }
     // The backlog was dropped with the close, not kept behind it.
-    assert_eq!(stuck_conn.queued_bytes(), 0);
+    eventually(
+        "the backlog's drop",
+        || stuck_conn.queued_bytes(),
+        |&queued| queued == 0,
+    )
+    .await;
     let read = read_until_close(&mut stuck).await;
     assert_eq!(
         read.close,
@@ -439,9 +444,13 @@ async fn k5_the_server_budget_closes_the_biggest_holder_first() {
     assert!(most <= BUDGET + 2 * SIZE, "{most} bytes queued in all");
     assert!(most > BUDGET / 2, "the watcher saw the total grow: {most}");
     assert!(!small_conn.is_closed(), "the smaller holder was closed too");
-    let stats = running.server.stats();
-    assert_eq!(stats.budget_closes, 1, "{stats:?}");
-    assert!(stats.queued_bytes <= BUDGET, "{stats:?}");
+    eventually(
+        "the total back under the low-water mark",
+        || running.server.stats(),
+        |stats| stats.queued_bytes <= BUDGET / 4 * 3,
+    )
+    .await;
+    assert_eq!(running.server.stats().budget_closes, 1);
     let read = read_until_close(&mut big).await;
     assert_eq!(
         read.close,
