@@ -53,8 +53,12 @@ pub enum CloseCode {
     AuthFailed,
     /// 4002: no authentication before the deadline.
     AuthTimeout,
-    /// 4003: the peer reads too slowly; its outbound queue went over
-    /// [`Config::max_queue_bytes`](crate::Config::max_queue_bytes).
+    /// 4003: the peer reads too slowly: its outbound queue went over
+    /// [`Config::max_queue_bytes`](crate::Config::max_queue_bytes), it owes
+    /// that many bytes of pongs to pings it sent without reading, or it held
+    /// the most when all queues together went over
+    /// [`Config::max_total_queue_bytes`](crate::Config::max_total_queue_bytes).
+    /// Its backlog is dropped and the close frame goes out first.
     SlowConsumer,
     /// 4004: nothing was received within the idle timeout.
     IdleTimeout,

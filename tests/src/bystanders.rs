@@ -51,18 +51,40 @@ impl Bystanders {
     /// Connects two bystanders (WebSocket, JSON) to `running`, joins both to
     /// `bystanders/lobby` and starts them talking.
     pub async fn start(running: &Running) -> Self {
-        let room = RoomRef::new("bystanders", "lobby");
-        let (stop, stopped) = watch::channel(false);
         let mut clients = Vec::new();
         for _ in 0..2 {
-            let (mut client, _) = running.client().await;
+            clients.push(running.client().await.0);
+        }
+        Self::talking(clients).await
+    }
+
+    /// As [`Bystanders::start`], on a server with authentication: each
+    /// bystander first sends `__auth` with `payload`.
+    pub async fn start_authenticated(running: &Running, payload: serde_json::Value) -> Self {
+        let mut clients = Vec::new();
+        for _ in 0..2 {
+            let before = running.recorder.conns().len();
+            let client = running.connect_with(liweb::CodecKind::Json).await;
+            let auth = serde_json::json!({ "event": "__auth", "payload": payload });
+            client
+                .emit_raw(auth.to_string())
+                .expect("a bystander could not authenticate");
+            running.connected(before).await;
+            clients.push(client);
+        }
+        Self::talking(clients).await
+    }
+
+    async fn talking(mut clients: Vec<TestClient>) -> Self {
+        let room = RoomRef::new("bystanders", "lobby");
+        let (stop, stopped) = watch::channel(false);
+        for client in &mut clients {
             client.emit(TestIn::Join(room.clone())).unwrap();
-            let joined = next_event(&mut client).await;
+            let joined = next_event(client).await;
             assert!(
                 matches!(joined, TestOut::JoinOutcome(crate::JoinOutcome::Added)),
                 "a bystander could not join: {joined:?}"
             );
-            clients.push(client);
         }
         let tasks = clients
             .into_iter()

@@ -44,7 +44,7 @@ pub(crate) enum InFrame {
 
 /// The text of a frame, checked as UTF-8 once, by the transport.
 #[cfg(feature = "ws")]
-pub(crate) type Text = axum::extract::ws::Utf8Bytes;
+pub(crate) type Text = tokio_tungstenite::tungstenite::Utf8Bytes;
 /// The text of a frame, checked as UTF-8 once, by the transport.
 #[cfg(not(feature = "ws"))]
 pub(crate) type Text = String;

@@ -24,7 +24,7 @@ use uuid::Uuid;
 use self::{
     meta::{ConnMeta, Transport},
     pending::PendingRequests,
-    queue::OutQueue,
+    queue::{Budget, OutQueue},
 };
 use crate::{
     codec::{CodecKind, Frame},
@@ -178,7 +178,7 @@ impl ConnInner {
             return Err(EmitError::Closed);
         }
         if self.queue.push_frame(frame).is_err() {
-            self.close(CloseCode::SlowConsumer, "outbound queue full");
+            self.close_now(CloseCode::SlowConsumer, "outbound queue full");
             return Err(EmitError::SlowConsumer);
         }
         Ok(())
@@ -191,7 +191,21 @@ impl ConnInner {
         self.ended_notify.notify_waiters();
     }
 
+    /// Closes after what is already queued: the application's close, a
+    /// shutdown, a timeout.
     pub(crate) fn close(&self, code: CloseCode, reason: &str) -> bool {
+        self.close_with(code, reason, false)
+    }
+
+    /// A policy close (slow consumer, frame too large, protocol error, the
+    /// server's outbound budget): the backlog is dropped and the close frame
+    /// goes out first, so the peer learns why instead of waiting behind
+    /// what made it too slow.
+    pub(crate) fn close_now(&self, code: CloseCode, reason: &str) -> bool {
+        self.close_with(code, reason, true)
+    }
+
+    fn close_with(&self, code: CloseCode, reason: &str, urgent: bool) -> bool {
         if self.closing.swap(true, Ordering::AcqRel) {
             return false;
         }
@@ -201,8 +215,12 @@ impl ConnInner {
         while !reason.is_char_boundary(end) {
             end -= 1;
         }
-        self.queue
-            .push(Outbound::Close(code, reason[..end].to_owned()));
+        let close = Outbound::Close(code, reason[..end].to_owned());
+        if urgent {
+            self.queue.abort_with(close);
+        } else {
+            self.queue.push(close);
+        }
         // `closing` is set above; the connection task checks it after
         // registering, so a wake before it waits is not lost.
         self.close_requested.wake();
@@ -414,17 +432,22 @@ impl<Out: Events> Conn<Out> {
             Transport::WebSocket,
             codec,
         );
-        let conn = Self::new(meta, usize::MAX, false);
+        let conn = Self::new(meta, usize::MAX, Arc::new(Budget::new(usize::MAX)), false);
         let outgoing = Outgoing(Arc::clone(&conn.inner));
         (conn, outgoing)
     }
 
-    pub(crate) fn new(meta: ConnMeta, max_queue: usize, auth_pending: bool) -> Self {
+    pub(crate) fn new(
+        meta: ConnMeta,
+        max_queue: usize,
+        budget: Arc<Budget>,
+        auth_pending: bool,
+    ) -> Self {
         Conn {
             inner: Arc::new(ConnInner {
                 id: ConnId::new(),
                 meta,
-                queue: OutQueue::new(max_queue),
+                queue: OutQueue::new(max_queue, budget),
                 closing: AtomicBool::new(false),
                 close_code: std::sync::OnceLock::new(),
                 close_requested: futures_util::task::AtomicWaker::new(),

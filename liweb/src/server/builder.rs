@@ -17,7 +17,7 @@ use super::{
 use crate::{
     auth::throttle::AuthThrottle,
     auth::{Auth, AuthConfig, AuthUser},
-    conn::{Conn, meta::ConnMeta},
+    conn::{Conn, meta::ConnMeta, queue::Budget},
     event::Events,
     handler::{
         DynHandler, Handler, HandlerList, IntoHandler,
@@ -351,6 +351,13 @@ impl<In: Events, Out: Events> ServerBuilder<In, Out> {
         self
     }
 
+    /// The outbound bytes all connections together may hold; see
+    /// [`Config::max_total_queue_bytes`].
+    pub fn max_total_queue_bytes(mut self, bytes: usize) -> Self {
+        self.config.max_total_queue_bytes = bytes;
+        self
+    }
+
     /// How long a close handshake may take; see [`Config::close_timeout`].
     pub fn close_timeout(mut self, timeout: Duration) -> Self {
         self.config.close_timeout = timeout;
@@ -414,9 +421,20 @@ impl<In: Events, Out: Events> ServerBuilder<In, Out> {
                 ),
                 cluster: link,
                 waiters,
+                budget: Arc::new(Budget::new(self.config.max_total_queue_bytes)),
                 config: self.config,
             }),
         };
+        let inner = Arc::downgrade(&server.inner);
+        server.inner.budget.set_reaper(Box::new(move |budget| {
+            if let Some(inner) = inner.upgrade() {
+                let closed = inner.live.reap(budget);
+                inner
+                    .stats
+                    .budget_closes
+                    .fetch_add(closed, std::sync::atomic::Ordering::Relaxed);
+            }
+        }));
         if let Some(attach) = attach {
             super::remote::attach(&server, attach);
         }

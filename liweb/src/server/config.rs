@@ -18,6 +18,14 @@ pub struct Config {
     /// Going over closes the connection with
     /// [`CloseCode::SlowConsumer`](crate::CloseCode::SlowConsumer).
     pub max_queue_bytes: usize,
+    /// The most bytes queued for all connections together (default
+    /// 256 MiB): a server-wide bound on outbound memory whatever clients do.
+    /// When a frame takes the total over it, the connections holding the
+    /// most are closed first, with
+    /// [`CloseCode::SlowConsumer`](crate::CloseCode::SlowConsumer) and their
+    /// backlog dropped, until the total is back under three quarters of it;
+    /// each is counted in [`Stats::budget_closes`].
+    pub max_total_queue_bytes: usize,
     /// How long a close handshake may take before the connection is dropped
     /// (default 2 s).
     pub close_timeout: Duration,
@@ -66,6 +74,7 @@ impl Default for Config {
         Self {
             max_frame_size: 64 * 1024,
             max_queue_bytes: 1024 * 1024,
+            max_total_queue_bytes: 256 * 1024 * 1024,
             close_timeout: Duration::from_secs(2),
             read_buffer_size: 4 * 1024,
             ping_interval: Some(Duration::from_secs(25)),
@@ -113,6 +122,7 @@ pub(crate) struct Counters {
     pub(crate) auth_timeouts: AtomicU64,
     pub(crate) auth_throttled: AtomicU64,
     pub(crate) slow_consumers: AtomicU64,
+    pub(crate) budget_closes: AtomicU64,
     pub(crate) ping_timeouts: AtomicU64,
     pub(crate) idle_timeouts: AtomicU64,
 }
@@ -149,8 +159,16 @@ pub struct Stats {
     /// Authentications refused unchecked because their remote address
     /// failed too often ([`Config::max_auth_failures_per_minute`]).
     pub auth_throttled: u64,
-    /// Connections closed for reading too slowly.
+    /// Connections closed for reading too slowly
+    /// ([`CloseCode::SlowConsumer`](crate::CloseCode::SlowConsumer)), those
+    /// closed for the server-wide budget included.
     pub slow_consumers: u64,
+    /// Connections closed because the bytes queued for all connections went
+    /// over [`Config::max_total_queue_bytes`] and they held the most.
+    pub budget_closes: u64,
+    /// Bytes queued for all connections now, not yet written; at most about
+    /// [`Config::max_total_queue_bytes`].
+    pub queued_bytes: usize,
     /// Connections closed for not answering pings.
     pub ping_timeouts: u64,
     /// Connections closed for being idle.

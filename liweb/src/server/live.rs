@@ -9,7 +9,10 @@ use std::{
     },
 };
 
-use crate::conn::{Conn, ConnId, ConnInner};
+use crate::{
+    conn::{Conn, ConnId, ConnInner, queue::Budget},
+    protocol::CloseCode,
+};
 
 /// How many connections exist in any state, and a way to wait for none.
 #[derive(Debug, Default)]
@@ -68,6 +71,38 @@ impl Live {
     /// Every tracked connection still alive.
     pub(crate) fn all(&self) -> Vec<Arc<ConnInner>> {
         self.tracked().values().filter_map(Weak::upgrade).collect()
+    }
+
+    /// Closes the connections holding the most queued bytes, biggest first,
+    /// until what the others hold is under the budget's low-water mark: the
+    /// server-wide outbound budget is spent. Connections already closing
+    /// count as gone (their backlog is dropped, or soon is). Returns how
+    /// many it closed.
+    pub(crate) fn reap(&self, budget: &Budget) -> u64 {
+        let mut holders: Vec<(usize, Arc<ConnInner>)> = self
+            .all()
+            .into_iter()
+            .map(|conn| (conn.queue.queued_bytes(), conn))
+            .collect();
+        holders.sort_unstable_by_key(|holder| std::cmp::Reverse(holder.0));
+        let mut left = budget.total();
+        let mut closed = 0;
+        for (queued, conn) in holders {
+            if left <= budget.low_water() || queued == 0 {
+                break;
+            }
+            left = left.saturating_sub(queued);
+            if conn.close_now(CloseCode::SlowConsumer, "server outbound budget exhausted") {
+                closed += 1;
+                tracing::warn!(
+                    conn = %conn.id,
+                    queued,
+                    total = budget.total(),
+                    "connection closed: the server's outbound budget is exhausted"
+                );
+            }
+        }
+        closed
     }
 
     /// Waits until no connection is left, or `deadline`; `true` when none is.

@@ -30,7 +30,7 @@ use crate::{
     auth::throttle::AuthThrottle,
     cluster::{Link, Message, Target},
     codec::{CodecKind, EncodeOnce},
-    conn::{Conn, ConnId},
+    conn::{Conn, ConnId, queue::Budget},
     error::EncodeError,
     event::Events,
     handler::{DynHandler, hook::BoxHook},
@@ -70,6 +70,8 @@ pub(crate) struct Inner<In, Out> {
     pub(crate) cluster: Option<Arc<dyn Link>>,
     /// This node's requests waiting for replies from other nodes.
     pub(crate) waiters: Arc<Waiters>,
+    /// The bytes queued for every connection together.
+    pub(crate) budget: Arc<Budget>,
     pub(crate) config: Config,
 }
 
@@ -290,6 +292,8 @@ impl<In: Events, Out: Events> Server<In, Out> {
             auth_timeouts: read(&counters.auth_timeouts),
             auth_throttled: read(&counters.auth_throttled),
             slow_consumers: read(&counters.slow_consumers),
+            budget_closes: read(&counters.budget_closes),
+            queued_bytes: self.inner.budget.total(),
             ping_timeouts: read(&counters.ping_timeouts),
             idle_timeouts: read(&counters.idle_timeouts),
         }

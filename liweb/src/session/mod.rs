@@ -49,7 +49,12 @@ pub(crate) async fn run<In, Out, R, W>(
 {
     let config = server.config();
     let auth = &server.inner.auth;
-    let conn = Conn::<Out>::new(meta, config.max_queue_bytes, auth.is_some());
+    let conn = Conn::<Out>::new(
+        meta,
+        config.max_queue_bytes,
+        Arc::clone(&server.inner.budget),
+        auth.is_some(),
+    );
     // The writer runs inside this task, polled beside the reader and the
     // handler in flight: a task of its own would cost every connection a
     // second task cell for no gain in what it can do.
@@ -212,7 +217,8 @@ pub(crate) async fn run<In, Out, R, W>(
                 }
                 Some(Inbound::Error(code, message)) => {
                     tracing::debug!(conn = %conn.id(), %message, "transport error");
-                    conn.close(code, &message);
+                    // A policy close: the backlog is dropped, the close goes first.
+                    conn.inner.close_now(code, &message);
                     reading = false;
                 }
                 Some(Inbound::Reset(message)) => {
@@ -251,6 +257,8 @@ pub(crate) async fn run<In, Out, R, W>(
     server.inner.live.untrack(conn.id());
     // Emits after this point fail with `Closed` instead of queueing forever.
     conn.inner.closing.store(true, Ordering::Release);
+    // What the writer held is never sent: its bytes leave the server's total.
+    conn.inner.queue.release();
     conn.inner.requests.clear();
     // A connection that never authenticated was never seen by the
     // application: no room, no count, no `on_disconnect`.

@@ -40,7 +40,17 @@ async fn write_batch<W>(sink: &mut W, batch: &mut Vec<Outbound>, conn: &ConnInne
 where
     W: Sink<Outbound> + Unpin,
 {
-    for item in batch.drain(..) {
+    let mut items = batch.drain(..);
+    while let Some(item) = items.next() {
+        if conn.queue.is_urgent() {
+            // A policy close dropped the backlog after this batch was taken:
+            // drop the rest of it too, and take the close next.
+            conn.queue.sent(&item);
+            for rest in items {
+                conn.queue.sent(&rest);
+            }
+            return true;
+        }
         let close = matches!(item, Outbound::Close(..));
         conn.queue.sent(&item);
         if sink.feed(item).await.is_err() {

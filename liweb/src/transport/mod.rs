@@ -93,6 +93,42 @@ pub mod tcp;
 #[cfg(feature = "ws")]
 pub(crate) mod ws;
 
+/// How long a connection the server ended before its peer's close lingers,
+/// reading what the peer still sends.
+#[cfg(any(feature = "ws", feature = "tcp"))]
+const LINGER: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The most bytes a lingering connection reads (and drops): more than the
+/// kernel's socket buffers can hold in flight between the two ends (a few
+/// MiB each way on Linux), so a flooding peer's backlog does not stop the
+/// linger short and reset the close away. Reading costs no memory.
+#[cfg(any(feature = "ws", feature = "tcp"))]
+const LINGER_BYTES: usize = 16 * 1024 * 1024;
+
+/// Reads and drops what the peer still sends until it closes too, for at
+/// most [`LINGER`] and [`LINGER_BYTES`]. A socket closed with input unread
+/// is reset, and a reset can destroy the close frame just written before
+/// the peer reads it: a client that pipelined a frame too large after its
+/// last good one would see a reset instead of the close code.
+#[cfg(any(feature = "ws", feature = "tcp"))]
+pub(crate) async fn linger<R: tokio::io::AsyncRead + Unpin>(half: &mut R) {
+    let drain = async {
+        let mut scratch = [0u8; 4096];
+        let mut left = LINGER_BYTES;
+        while left > 0 {
+            let mut buf = tokio::io::ReadBuf::new(&mut scratch);
+            let read =
+                std::future::poll_fn(|cx| std::pin::Pin::new(&mut *half).poll_read(cx, &mut buf))
+                    .await;
+            if read.is_err() || buf.filled().is_empty() {
+                return;
+            }
+            left = left.saturating_sub(buf.filled().len());
+        }
+    };
+    let _ = tokio::time::timeout(LINGER, drain).await;
+}
+
 /// Why [`Server::admit`] refused a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]

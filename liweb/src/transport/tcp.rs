@@ -57,6 +57,7 @@ use crate::{
     transport::{
         Refused,
         item::{Inbound, InboundFrame, Outbound},
+        linger,
     },
 };
 
@@ -304,7 +305,7 @@ impl<In: Events, Out: Events> TcpTransport<In, Out> {
         // The writing direction is closed by now. Input left unread would
         // make closing the socket a reset, which can destroy the `CLOSE`
         // just written before the peer reads it.
-        let _ = tokio::time::timeout(LINGER, drain(reader.frames.get_mut())).await;
+        linger(reader.frames.get_mut()).await;
     }
 }
 
@@ -322,9 +323,7 @@ async fn send_wire<W: AsyncWrite + Unpin>(
 }
 
 /// Sends `CLOSE` with `code` and `reason`, ends the writing direction,
-/// and reads (and drops) what the peer still sends until it closes too, for
-/// at most a second: a socket closed with unread input is reset, and a
-/// reset can destroy the `CLOSE` before the peer reads it.
+/// and lingers (see [`linger`]).
 async fn refuse<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
     reader: &mut FramedRead<R, WireCodec>,
     mut writer: Writer<W>,
@@ -337,29 +336,18 @@ async fn refuse<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
             .await
             .is_err()
         {
-            return;
+            return false;
         }
         let _ = SinkExt::<Outbound>::close(&mut writer).await;
-        drain(reader.get_mut()).await;
+        true
     };
-    let _ = tokio::time::timeout(LINGER, closing).await;
-}
-
-/// How long a connection that is done lingers to read the rest of what its
-/// peer sends.
-const LINGER: Duration = Duration::from_secs(1);
-
-/// Reads and drops input until the peer closes or the read fails.
-async fn drain<R: AsyncRead + Unpin>(half: &mut R) {
-    let mut scratch = [0u8; 1024];
-    loop {
-        let mut buf = tokio::io::ReadBuf::new(&mut scratch);
-        let read = std::future::poll_fn(|cx| Pin::new(&mut *half).poll_read(cx, &mut buf)).await;
-        if read.is_err() || buf.filled().is_empty() {
-            return;
-        }
+    if let Ok(true) = tokio::time::timeout(CLOSE_WRITE, closing).await {
+        linger(reader.get_mut()).await;
     }
 }
+
+/// How long writing a refusal's `CLOSE` may take.
+const CLOSE_WRITE: Duration = Duration::from_secs(1);
 
 /// The codec a `HELLO` names; an empty name is JSON.
 fn codec_named(name: &[u8]) -> Option<CodecKind> {
