@@ -30,6 +30,9 @@
 //!   room's history (the last 50 are kept, in the room's state); the message
 //!   also carries the sender's `name`;
 //! - client → server `typing {"room"}`: the other members get `typing {"room", "id", "name"}`;
+//! - in a room of more than 100 members, `user:joined` (and `general`'s
+//!   disconnect `user:left`) are coalesced to at most one of each every
+//!   250 ms, naming the latest arrival (departure) with the current count;
 //! - when a client disconnects, the members of `general` get
 //!   `user:left {"id", "online", "name"}` (`user:left` after a `leave`
 //!   carries `name` too);
@@ -51,7 +54,11 @@
 //! `welcome` and in the disconnect `user:left`. A room and its history go
 //! away when its last member leaves.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::{SystemTime, UNIX_EPOCH},
+};
 
 use axum::{Router, response::Html, routing::get};
 use liweb::{
@@ -74,6 +81,13 @@ const HISTORY: usize = 50;
 /// connection may send at once, and how many a second after that.
 const JOIN_BURST: f64 = 20.0;
 const JOINS_PER_SECOND: f64 = 2.0;
+/// Above this many members, a room's `user:joined` notices (and `general`'s
+/// disconnect notices) are coalesced: with every client in `general`, one
+/// notice per connect or disconnect to every member made connection churn
+/// cost the server the square of the connections.
+const COALESCE_ABOVE: usize = 100;
+/// How often a big room gets a coalesced notice of each kind.
+const NOTICE_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
 /// The room every client joins on connect, and the default of `chat:message`.
 pub const GENERAL: &str = "general";
 /// The channel all chat rooms live in.
@@ -277,19 +291,18 @@ fn take_join(conn: &Conn<ChatOut>) -> Result<(), Refused> {
 async fn join_room(
     conn: &Conn<ChatOut>,
     room: &Room<ChatOut>,
+    notices: &Notices,
     reply: bool,
 ) -> Result<(), liweb::EncodeError> {
     let name = room.key().room().to_owned();
     if room.join(conn).await == Ok(true) {
-        room.emit_except(
-            conn.id(),
-            ChatOut::UserJoined {
-                room: name.clone(),
-                id: conn.id(),
-                online: room.size(),
-                name: user_name(conn),
-            },
-        )?;
+        let notice = ChatOut::UserJoined {
+            room: name.clone(),
+            id: conn.id(),
+            online: room.size(),
+            name: user_name(conn),
+        };
+        notices.send(room, Notice::Joined, Some(conn.id()), notice)?;
     } else if !room.has(conn.id()) {
         return Ok(());
     }
@@ -365,7 +378,12 @@ enum ChatError {
 
 /// Joins a room: `joined` to the joiner, `user:joined` to the others.
 #[liweb::handler(ChatIn::Join)]
-async fn on_join(conn: Conn<ChatOut>, server: ChatServer, join: RoomName) -> Result<(), ChatError> {
+async fn on_join(
+    conn: Conn<ChatOut>,
+    server: ChatServer,
+    State(notices): State<Notices>,
+    join: RoomName,
+) -> Result<(), ChatError> {
     let name = room_name(&join.room)?;
     take_join(&conn)?;
     let channel = server.channel(CHANNEL);
@@ -374,7 +392,7 @@ async fn on_join(conn: Conn<ChatOut>, server: ChatServer, join: RoomName) -> Res
     if !member && conn.room_count() >= MAX_ROOMS_PER_CONN {
         return Err(Refused::new("at most 16 rooms per connection").into());
     }
-    join_room(&conn, &channel.room(name), true).await?;
+    join_room(&conn, &channel.room(name), &notices, true).await?;
     Ok(())
 }
 
@@ -423,24 +441,133 @@ async fn on_connect(conn: Conn<ChatOut>, server: ChatServer) {
         name: user_name(&conn),
     });
     let general = server.channel(CHANNEL).room(GENERAL);
+    let notices = server.state::<Notices>().unwrap_or_default();
     // No `joined` here: a client that wants the history sends `join`.
-    if let Err(err) = join_room(&conn, &general, false).await {
+    if let Err(err) = join_room(&conn, &general, &notices, false).await {
         tracing::error!(%err, "cannot join a new client to the general room");
     }
 }
 
-/// Tells the members of `general` that a client went away. Only them: a
-/// broadcast to every connection made each connect-and-close cost the
-/// server a message per connection, so churn cost grew with the square of
-/// the connections.
+/// Tells the members of `general` that a client went away (only them, and
+/// coalesced once `general` is big: see [`Notices`]).
 async fn on_disconnect(conn: Conn<ChatOut>, server: ChatServer) {
     if let Some(general) = server.channel(CHANNEL).get(GENERAL) {
-        let _ = general.emit(ChatOut::UserLeft {
+        let notice = ChatOut::UserLeft {
             room: None,
             id: conn.id(),
             online: server.connection_count(),
             name: user_name(&conn),
+        };
+        let notices = server.state::<Notices>().unwrap_or_default();
+        let _ = notices.send(&general, Notice::Left, None, notice);
+    }
+}
+
+/// The kinds of notice a big room coalesces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Notice {
+    Joined,
+    Left,
+}
+
+/// Join and leave notices of big rooms, coalesced: in a room of more than
+/// [`COALESCE_ABOVE`] members, at most one notice of each kind goes out
+/// every [`NOTICE_EVERY`]; one that comes sooner waits, and replaces any
+/// notice already waiting, so the members hear the latest arrival and the
+/// current count. Small rooms hear every notice at once.
+#[derive(Debug, Clone, Default)]
+struct Notices {
+    windows: Arc<Mutex<HashMap<(String, Notice), Window>>>,
+}
+
+#[derive(Debug)]
+struct Window {
+    sent: tokio::time::Instant,
+    /// The notice waiting for the window to end, and the member it skips.
+    waiting: Option<(Option<ConnId>, ChatOut)>,
+}
+
+impl Notices {
+    fn send(
+        &self,
+        room: &Room<ChatOut>,
+        kind: Notice,
+        except: Option<ConnId>,
+        notice: ChatOut,
+    ) -> Result<(), liweb::EncodeError> {
+        if room.size() <= COALESCE_ABOVE {
+            return emit(room, except, notice);
+        }
+        let now = tokio::time::Instant::now();
+        let key = (room.key().room().to_owned(), kind);
+        let mut windows = self
+            .windows
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        match windows.get_mut(&key) {
+            Some(window) if now < window.sent + NOTICE_EVERY => {
+                // A timer is already on its way for this window if a notice waits.
+                if window.waiting.replace((except, notice)).is_none() {
+                    self.flush_later(room.clone(), key, window.sent + NOTICE_EVERY);
+                }
+                Ok(())
+            }
+            _ => {
+                windows.insert(
+                    key,
+                    Window {
+                        sent: now,
+                        waiting: None,
+                    },
+                );
+                drop(windows);
+                emit(room, except, notice)
+            }
+        }
+    }
+
+    /// Sends what waits in the window `key` at `at`, and forgets the window
+    /// once a whole period passed with nothing to send.
+    fn flush_later(&self, room: Room<ChatOut>, key: (String, Notice), at: tokio::time::Instant) {
+        let notices = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep_until(at).await;
+            let waiting = {
+                let mut windows = notices.windows.lock().unwrap_or_else(|p| p.into_inner());
+                let Some(window) = windows.get_mut(&key) else {
+                    return;
+                };
+                window.sent = tokio::time::Instant::now();
+                let waiting = window.waiting.take();
+                if waiting.is_none() {
+                    windows.remove(&key);
+                }
+                waiting
+            };
+            if let Some((except, notice)) = waiting {
+                let _ = emit(&room, except, notice);
+                // The window just restarted: forget it if nothing comes.
+                tokio::time::sleep(NOTICE_EVERY).await;
+                let mut windows = notices.windows.lock().unwrap_or_else(|p| p.into_inner());
+                if windows
+                    .get(&key)
+                    .is_some_and(|window| window.waiting.is_none())
+                {
+                    windows.remove(&key);
+                }
+            }
         });
+    }
+}
+
+fn emit(
+    room: &Room<ChatOut>,
+    except: Option<ConnId>,
+    notice: ChatOut,
+) -> Result<(), liweb::EncodeError> {
+    match except {
+        Some(id) => room.emit_except(id, notice).map(drop),
+        None => room.emit(notice).map(drop),
     }
 }
 
@@ -492,6 +619,7 @@ pub fn app_configured(
         .handlers(liweb::handlers![exhaustive ChatIn => on_message, on_join, on_leave, on_typing])
         .on_connect(on_connect)
         .on_disconnect(on_disconnect)
+        .state(Notices::default())
         // A room, its history included, goes away when its last member
         // leaves: room names come from clients, so rooms must not pile up.
         .channel_defaults(CHANNEL, RoomDefaults::new().delete_when_empty(true));

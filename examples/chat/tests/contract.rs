@@ -888,3 +888,29 @@ async fn a_disconnect_is_told_to_the_members_of_general_only() {
     assert_eq!(user_joined["id"], json!(b_id), "{user_joined}");
     fence(&mut a, &a_id, "a fence").await;
 }
+
+#[tokio::test]
+async fn user_joined_notices_of_a_big_general_are_coalesced_and_end_with_the_latest() {
+    let addr = spawn_server().await;
+    let (mut a, _a_id, _) = join(addr).await;
+    // 120 more clients arrive as fast as they can: past 100 members, the
+    // others hear at most one `user:joined` every 250 ms.
+    let mut others = Vec::new();
+    for _ in 0..120 {
+        others.push(connect(addr).await);
+    }
+    let mut notices = 0;
+    loop {
+        let joined = expect_event(&mut a, "user:joined").await;
+        notices += 1;
+        if joined["online"] == json!(121) {
+            break;
+        }
+    }
+    // Every arrival up to 100 members, then a few coalesced ones.
+    assert!(
+        (100..120).contains(&notices),
+        "{notices} notices for 120 arrivals"
+    );
+    drop(others);
+}
