@@ -109,7 +109,7 @@
 //!
 //! | feature  | default | what it enables |
 //! |----------|---------|-----------------|
-//! | `ws`     | yes     | the WebSocket transport on axum ([`Server::ws_route`]) |
+//! | `ws`     | yes     | the WebSocket transport on axum ([`Server::ws_route`]) and [`serve`] |
 //! | `tcp`    | no      | the TCP transport ([`Server::serve_tcp`], [`tcp`]); with `client`, the Rust client over TCP |
 //! | `client` | no      | the typed Rust client ([`client::Client`]) |
 //! | `jwt`    | no      | the JWT authentication strategy ([`auth::Auth::jwt_hs256`]) |
