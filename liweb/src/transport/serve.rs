@@ -88,12 +88,13 @@ const MAX_CONNECTIONS: usize = 10_000;
 /// `axum::serve`).
 ///
 /// When `accept` fails because the process or the system ran out of file
-/// descriptors (`EMFILE`, `ENFILE`), the error is logged once and the loop
-/// waits: until a socket of this server closes, or for a backoff of 5 ms
-/// doubling up to 250 ms (a descriptor freed elsewhere). The client waiting
-/// in the listen queue is accepted as soon as a descriptor is free; the
-/// recovery is logged with the number of failed attempts. The attempts are
-/// counted in [`ServeStats::accept_errors`].
+/// descriptors (`EMFILE`, `ENFILE`), the error is logged (at most a line
+/// per 5 s) and the loop waits: until a socket of this server closes, or
+/// for a backoff of 5 ms doubling up to 250 ms (a descriptor freed
+/// elsewhere). The client waiting in the listen queue is accepted as soon
+/// as a descriptor is free; the recovery is logged with the number of
+/// failed attempts. The attempts are counted in
+/// [`ServeStats::accept_errors`].
 ///
 /// [`with_graceful_shutdown`](Serve::with_graceful_shutdown) stops
 /// accepting when its signal completes, lets the HTTP requests in progress

@@ -131,10 +131,11 @@ impl<In: Events, Out: Events> TcpTransport<In, Out> {
 
     /// Accepts connections from `listener` and runs each in a task of its
     /// own. Runs until dropped (it does not end by itself; when `accept`
-    /// fails, out of file descriptors for one, the error is logged once and
-    /// retried after a wait of 5 ms doubling up to 250 ms, and the recovery
-    /// is logged); connections already accepted keep running
-    /// after that, until they end or [`Server::shutdown`] closes them.
+    /// fails, out of file descriptors for one, the error is logged, at most
+    /// a line per 5 s, and retried after a wait of 5 ms doubling up to
+    /// 250 ms, and the recovery is logged); connections already accepted
+    /// keep running after that, until they end or [`Server::shutdown`]
+    /// closes them.
     pub async fn serve(self, listener: TcpListener) -> io::Result<()> {
         let mut backoff = Backoff::default();
         loop {
