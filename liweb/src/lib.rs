@@ -43,9 +43,16 @@
 //!     let server = Server::<ChatIn, ChatOut>::builder().handler(on_message).build();
 //!     let app = axum::Router::new().route("/ws", server.ws_route());
 //!     let listener = tokio::net::TcpListener::bind("127.0.0.1:3001").await?;
-//!     axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>()).await
+//!     liweb::serve(listener, app).await
 //! }
 //! ```
+//!
+//! [`serve`] is `axum::serve` made fit for a public server: a header-read
+//! timeout, header limits, `TCP_NODELAY`, a cap on open sockets, an accept
+//! loop that survives running out of file descriptors, and graceful
+//! shutdown. The route mounts in any axum `Router`, so `axum::serve` works
+//! too (with `into_make_service_with_connect_info::<SocketAddr>()` to give
+//! [`ConnMeta::remote_addr`] the peer's address).
 //!
 //! Declare `Events` enums at module level, as here: the companion module the
 //! derive writes for struct variants imports the enum's surroundings with
@@ -102,7 +109,7 @@
 //!
 //! | feature  | default | what it enables |
 //! |----------|---------|-----------------|
-//! | `ws`     | yes     | the WebSocket transport on axum ([`Server::ws_route`]) |
+//! | `ws`     | yes     | the WebSocket transport on axum ([`Server::ws_route`]) and [`serve`] |
 //! | `tcp`    | no      | the TCP transport ([`Server::serve_tcp`], [`tcp`]); with `client`, the Rust client over TCP |
 //! | `client` | no      | the typed Rust client ([`client::Client`]) |
 //! | `jwt`    | no      | the JWT authentication strategy ([`auth::Auth::jwt_hs256`]) |
@@ -192,6 +199,8 @@ pub use crate::server::{
     config::{Config, Stats, UpgradeRejection},
     hooks::ErrorReport,
 };
+#[cfg(feature = "ws")]
+pub use crate::transport::serve::{Serve, ServeHandle, ServeStats, serve};
 
 /// Derives [`Events`] for an enum of events; see the [crate docs](crate).
 ///

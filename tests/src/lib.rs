@@ -13,7 +13,8 @@ use std::{
 
 use futures_util::{SinkExt, StreamExt};
 use liweb::{
-    CloseCode, CodecKind, DisconnectReason, ErrorReport, JoinError, Room, ServerBuilder,
+    CloseCode, CodecKind, DisconnectReason, ErrorReport, JoinError, Room, Serve, ServeHandle,
+    ServerBuilder,
     auth::AuthUser,
     client::{Client, Incoming},
     prelude::*,
@@ -771,24 +772,33 @@ pub fn builder(recorder: &Recorder) -> ServerBuilder<TestIn, TestOut> {
 }
 
 /// Serves `server` on the current runtime: WebSocket at `/ws` on one
-/// loopback port, TCP on another. Returns the two addresses.
+/// loopback port (with `liweb::serve`'s defaults), TCP on another. Returns
+/// the two addresses.
 pub async fn serve<In: Events, Out: Events>(server: &Server<In, Out>) -> (SocketAddr, SocketAddr) {
+    let (addr, tcp_addr, _) = serve_with(server, |serve| serve).await;
+    (addr, tcp_addr)
+}
+
+/// Serves `server` as [`serve`] does, after `configure` changed the
+/// settings of the WebSocket side's `liweb::serve`. Returns the two
+/// addresses and the handle that reads `liweb::serve`'s counters.
+pub async fn serve_with<In: Events, Out: Events>(
+    server: &Server<In, Out>,
+    configure: impl FnOnce(Serve) -> Serve,
+) -> (SocketAddr, SocketAddr, ServeHandle) {
     let app = axum::Router::new().route("/ws", server.ws_route());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    let serving = configure(liweb::serve(listener, app));
+    let handle = serving.handle();
     tokio::spawn(async move {
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .await
-        .unwrap();
+        serving.await.unwrap();
     });
     let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let tcp_addr = tcp.local_addr().unwrap();
     let serving = server.clone();
     tokio::spawn(async move { serving.serve_tcp(tcp).await.unwrap() });
-    (addr, tcp_addr)
+    (addr, tcp_addr, handle)
 }
 
 /// A server running on a loopback port.
@@ -802,6 +812,8 @@ pub struct Running {
     pub tcp_addr: SocketAddr,
     /// What its hooks and handlers did.
     pub recorder: Recorder,
+    /// The counters of the `liweb::serve` that serves its WebSocket side.
+    pub serving: ServeHandle,
 }
 
 impl Running {
@@ -824,13 +836,24 @@ impl Running {
         recorder: Recorder,
         configure: impl FnOnce(ServerBuilder<TestIn, TestOut>) -> ServerBuilder<TestIn, TestOut>,
     ) -> Self {
+        Self::start_serving(recorder, configure, |serve| serve).await
+    }
+
+    /// Starts the test application as [`Running::start_recording`] does,
+    /// after `serve` changed the settings of its `liweb::serve`.
+    pub async fn start_serving(
+        recorder: Recorder,
+        configure: impl FnOnce(ServerBuilder<TestIn, TestOut>) -> ServerBuilder<TestIn, TestOut>,
+        serve: impl FnOnce(Serve) -> Serve,
+    ) -> Self {
         let server = configure(builder(&recorder)).build();
-        let (addr, tcp_addr) = serve(&server).await;
+        let (addr, tcp_addr, serving) = serve_with(&server, serve).await;
         Self {
             server,
             addr,
             tcp_addr,
             recorder,
+            serving,
         }
     }
 

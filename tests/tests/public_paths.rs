@@ -26,8 +26,9 @@ mod root {
         ExtractError, FromConnParts, FromEvent, Handler, HandlerError, HandlerFuture, HandlerList,
         Hook, HookFuture, Input, IntoHandlerResult, JoinError, JoinRejected, JsonCodec,
         JsonPayload, MsgPackCodec, MsgPackPayload, MultiRequest, NoEvents, PayloadDecoder,
-        RawPayload, Replies, Request, RequestError, Room, RoomDefaults, Rooms, Server,
-        ServerBuilder, State, Stats, Transport, UpgradeRejection, handler, handlers,
+        RawPayload, Replies, Request, RequestError, Room, RoomDefaults, Rooms, Serve, ServeHandle,
+        ServeStats, Server, ServerBuilder, State, Stats, Transport, UpgradeRejection, handler,
+        handlers, serve,
     };
     // Hidden from the docs, but the workspace's benchmarks use them.
     pub(super) use liweb::{Empty, Outgoing};
@@ -198,6 +199,9 @@ fn every_public_path_of_0_1_resolves() {
         root::Room<Down>,
         root::RoomDefaults,
         root::Rooms<Down>,
+        root::Serve,
+        root::ServeHandle,
+        root::ServeStats,
         root::Server<Up, Down>,
         root::ServerBuilder<Up, Down>,
         root::State<u8>,
@@ -207,6 +211,7 @@ fn every_public_path_of_0_1_resolves() {
         root::Empty,
         root::Outgoing,
     ]);
+    paths.extend(values![root::serve]);
     paths.extend(traits![
         root::Codec,
         root::EventKey,

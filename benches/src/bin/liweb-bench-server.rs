@@ -16,10 +16,6 @@
 //!   (`{"event":"echo","payload":..,"ack":17}`): the handler's return value
 //!   goes back as `{"event":"__ack","ack":17,"payload":{"ts","seq"}}`.
 
-use std::net::SocketAddr;
-
-use axum::serve::ListenerExt;
-
 use liweb::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -106,15 +102,9 @@ async fn main() -> std::io::Result<()> {
     let app = axum::Router::new().route("/ws", server.ws_route());
     let listener = tokio::net::TcpListener::bind(&addr).await?;
     let local = listener.local_addr()?;
-    // All benchmark servers disable Nagle's algorithm on every connection,
-    // so small frames are not held back waiting for an ACK.
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
     println!("listening on {local}");
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .await
+    // What users run: `liweb::serve` (like the baselines' servers it sets
+    // TCP_NODELAY on every connection), with its socket cap lifted: the idle
+    // scenario alone opens 10,000 connections, the default cap.
+    liweb::serve(listener, app).max_connections(1_000_000).await
 }

@@ -1,7 +1,5 @@
 //! Runs the chat example; see the crate docs of `chat`.
 
-use std::net::SocketAddr;
-
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
     tracing_subscriber::fmt()
@@ -20,12 +18,9 @@ async fn main() -> std::io::Result<()> {
         "chat on http://{}",
         listener.local_addr()?
     );
-    axum::serve(
-        listener,
-        chat::app_with(options).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async {
-        let _ = tokio::signal::ctrl_c().await;
-    })
-    .await
+    liweb::serve(listener, chat::app_with(options))
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await
 }

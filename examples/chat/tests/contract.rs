@@ -24,12 +24,7 @@ async fn spawn_server() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("local addr");
     tokio::spawn(async move {
-        axum::serve(
-            listener,
-            chat::app().into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .await
-        .expect("serve");
+        liweb::serve(listener, chat::app()).await.expect("serve");
     });
     addr
 }
@@ -647,12 +642,7 @@ async fn spawn_secret_server(secret: &str) -> SocketAddr {
     let addr = listener.local_addr().expect("local addr");
     let app = chat::app_with(chat::Options::secret(secret));
     tokio::spawn(async move {
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .await
-        .expect("serve");
+        liweb::serve(listener, app).await.expect("serve");
     });
     addr
 }

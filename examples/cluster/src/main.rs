@@ -18,8 +18,6 @@
 //! `online` counts it shows are the synchronous, per-node `Room::size`; a
 //! cluster-wide count is `Room::cluster_size().await`.
 
-use std::net::SocketAddr;
-
 use liweb::cluster::{RedisAdapter, RedisConfig};
 
 #[tokio::main]
@@ -47,13 +45,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let app =
             chat::app_configured(chat::Options::default(), |builder| builder.adapter(adapter));
         let listener = tokio::net::TcpListener::bind(&addr).await?;
-        nodes.push(tokio::spawn(async move {
-            axum::serve(
-                listener,
-                app.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .await
-        }));
+        nodes.push(tokio::spawn(
+            async move { liweb::serve(listener, app).await },
+        ));
     }
     tokio::signal::ctrl_c().await?;
     for node in nodes {

@@ -1,7 +1,5 @@
 //! Runs the poll example; see the crate docs of `poll`.
 
-use std::net::SocketAddr;
-
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
     tracing_subscriber::fmt()
@@ -12,12 +10,9 @@ async fn main() -> std::io::Result<()> {
     let addr = std::env::var("LIWEB_ADDR").unwrap_or_else(|_| "127.0.0.1:3002".to_owned());
     let listener = tokio::net::TcpListener::bind(&addr).await?;
     tracing::info!("poll on http://{}", listener.local_addr()?);
-    axum::serve(
-        listener,
-        poll::app().into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async {
-        let _ = tokio::signal::ctrl_c().await;
-    })
-    .await
+    liweb::serve(listener, poll::app())
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await
 }

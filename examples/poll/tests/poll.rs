@@ -26,12 +26,7 @@ async fn spawn_server() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("local addr");
     tokio::spawn(async move {
-        axum::serve(
-            listener,
-            poll::app().into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .await
-        .expect("serve");
+        liweb::serve(listener, poll::app()).await.expect("serve");
     });
     addr
 }

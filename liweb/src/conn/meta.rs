@@ -80,8 +80,9 @@ impl ConnMeta {
             .get_or_init(|| Box::new(unpack_headers(&self.0.raw_headers)))
     }
 
-    /// The peer's address. For the axum route this needs the router served
-    /// with `into_make_service_with_connect_info::<SocketAddr>()`; without it
+    /// The peer's address. For the axum route, `liweb::serve`
+    /// provides it; with `axum::serve` it needs the router served with
+    /// `into_make_service_with_connect_info::<SocketAddr>()`, and without it
     /// the address is unknown (`None`).
     pub fn remote_addr(&self) -> Option<SocketAddr> {
         self.0.remote_addr

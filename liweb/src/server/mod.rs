@@ -313,7 +313,8 @@ impl<In: Events, Out: Events> Server<In, Out> {
     /// connection is gone.
     ///
     /// The HTTP listener is the application's: stop it alongside, for
-    /// example with axum's `serve(..).with_graceful_shutdown(..)`.
+    /// example by awaiting this inside the signal of
+    /// [`liweb::serve(..).with_graceful_shutdown(..)`](crate::Serve::with_graceful_shutdown).
     pub async fn shutdown(&self, deadline: Duration) {
         let at = *self
             .inner

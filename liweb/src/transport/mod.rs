@@ -87,7 +87,11 @@ use crate::{
     session,
 };
 
+#[cfg(any(feature = "ws", feature = "tcp"))]
+mod accept;
 pub(crate) mod item;
+#[cfg(feature = "ws")]
+pub(crate) mod serve;
 #[cfg(feature = "tcp")]
 pub mod tcp;
 #[cfg(feature = "ws")]

@@ -56,6 +56,7 @@ use crate::{
     server::Server,
     transport::{
         Refused,
+        accept::{Backoff, is_connection_error},
         item::{Inbound, InboundFrame, Outbound},
         linger,
     },
@@ -130,23 +131,26 @@ impl<In: Events, Out: Events> TcpTransport<In, Out> {
     }
 
     /// Accepts connections from `listener` and runs each in a task of its
-    /// own. Runs until dropped (it does not end by itself; accept errors
-    /// are logged and retried); connections already accepted keep running
-    /// after that, until they end or [`Server::shutdown`] closes them.
+    /// own. Runs until dropped (it does not end by itself; when `accept`
+    /// fails, out of file descriptors for one, the error is logged, at most
+    /// a line per 5 s, and retried after a wait of 5 ms doubling up to
+    /// 250 ms, and the recovery is logged); connections already accepted
+    /// keep running after that, until they end or [`Server::shutdown`]
+    /// closes them.
     pub async fn serve(self, listener: TcpListener) -> io::Result<()> {
+        let mut backoff = Backoff::default();
         loop {
             let (stream, peer) = match listener.accept().await {
                 Ok(accepted) => accepted,
+                Err(err) if is_connection_error(&err) => continue,
                 Err(err) => {
                     // Out of file descriptors and the like: wait, then
                     // carry on, rather than spin or stop serving.
-                    tracing::warn!(%err, "accepting a TCP connection failed");
-                    if !is_connection_error(&err) {
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                    }
+                    tokio::time::sleep(backoff.failed(&err)).await;
                     continue;
                 }
             };
+            backoff.recovered();
             let transport = self.clone();
             tokio::spawn(async move { transport.serve_connection(stream, peer).await });
         }
@@ -355,15 +359,6 @@ fn codec_named(name: &[u8]) -> Option<CodecKind> {
         return Some(CodecKind::Json);
     }
     CodecKind::from_subprotocol(std::str::from_utf8(name).ok()?)
-}
-
-fn is_connection_error(err: &io::Error) -> bool {
-    matches!(
-        err.kind(),
-        io::ErrorKind::ConnectionRefused
-            | io::ErrorKind::ConnectionAborted
-            | io::ErrorKind::ConnectionReset
-    )
 }
 
 /// The reading half as [`Inbound`] items.

@@ -68,8 +68,8 @@ impl<In: Events, Out: Events> Server<In, Out> {
     /// # async fn run(server: Server<In, Out>) -> std::io::Result<()> {
     /// let app = axum::Router::new().route("/ws", server.ws_route());
     /// let listener = tokio::net::TcpListener::bind("127.0.0.1:3001").await?;
-    /// // `with_connect_info` makes the remote address known to `ConnMeta`.
-    /// axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>()).await
+    /// // The remote address reaches `ConnMeta`; see `liweb::serve` for the rest.
+    /// liweb::serve(listener, app).await
     /// # }
     /// ```
     ///
