@@ -144,6 +144,9 @@ pub enum ErrorCode {
     Rejected,
     /// No handler answered the request: the event has no handler.
     NoHandler,
+    /// The connection is in as many rooms as the server allows
+    /// (`max_rooms_per_connection`); it was not added to the room.
+    RoomLimit,
 }
 
 /// The payload of the reserved `error` event:

@@ -47,14 +47,23 @@ impl PayloadDecoder for MsgPackPayload<'_> {
 
     fn decode<T: DeserializeOwned>(self) -> Result<T, DecodeError> {
         // As for JSON: the field path is worked out only for a failure.
-        rmp_serde::from_slice(self.0).map_err(|err| {
-            let mut de = rmp_serde::Deserializer::from_read_ref(self.0);
-            match serde_path_to_error::deserialize::<_, T>(&mut de) {
+        T::deserialize(&mut deserializer(self.0)).map_err(|err| {
+            match serde_path_to_error::deserialize::<_, T>(&mut deserializer(self.0)) {
                 Err(err) => DecodeError::payload(err),
                 Ok(_) => DecodeError::payload_message(err),
             }
         })
     }
+}
+
+/// A deserializer of `bytes` held to the payload depth limit (rmp-serde's
+/// own default, 1024, is deeper than a debug build's stack allows).
+fn deserializer(
+    bytes: &[u8],
+) -> rmp_serde::Deserializer<rmp_serde::decode::ReadRefReader<'_, [u8]>> {
+    let mut de = rmp_serde::Deserializer::from_read_ref(bytes);
+    de.set_max_depth(super::depth::MAX_PAYLOAD_DEPTH);
+    de
 }
 
 /// An outbound message; `ack` and `error` are left out when absent.

@@ -288,6 +288,7 @@ impl<In: Events, Out: Events> Server<In, Out> {
             slow_consumers: read(&counters.slow_consumers),
             ping_timeouts: read(&counters.ping_timeouts),
             idle_timeouts: read(&counters.idle_timeouts),
+            room_limit_refusals: read(&self.inner.rooms.room_limit_refusals),
         }
     }
 
