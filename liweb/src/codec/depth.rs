@@ -2,10 +2,11 @@
 //!
 //! Decoding a nested value recurses once per level, so a small frame nested
 //! deep enough overflows a thread's stack (a debug build's first). JSON is
-//! held to [`MAX_PAYLOAD_DEPTH`] by serde_json, MessagePack by rmp-serde set to the
-//! same number; bincode has no limit of its own, so its decoder is wrapped in
-//! [`Limited`], which counts the levels on the way down and refuses the one
-//! past the limit before recursing into it.
+//! held to [`MAX_PAYLOAD_DEPTH`] by serde_json, whose fixed limit it is.
+//! rmp-serde counts only arrays and maps (not enums, so a recursive enum
+//! went unbounded) and bincode counts nothing, so their decoders are
+//! wrapped in [`Limited`], which counts the levels on the way down and
+//! refuses the one past the limit before recursing into it.
 
 use std::fmt;
 
@@ -14,15 +15,17 @@ use serde::de::{
 };
 
 /// How deep an inbound payload may nest, in every codec: a payload is
-/// refused (`bad_payload`) when decoding it would enter its `MAX_PAYLOAD_DEPTH`-th
-/// nested level, so at most `MAX_PAYLOAD_DEPTH - 1` levels decode. JSON and
-/// MessagePack count arrays and maps (serde_json's own fixed limit is this
-/// number); bincode, whose nesting comes only from the target type, counts
-/// sequences, maps, structs, tuples, enum variants, options and newtypes.
+/// refused (`bad_payload`) when decoding it would enter its
+/// `MAX_PAYLOAD_DEPTH`-th nested level, so at most `MAX_PAYLOAD_DEPTH - 1`
+/// levels decode. JSON counts arrays and objects (serde_json's own fixed
+/// limit is this number); MessagePack and bincode count what their decoders
+/// recurse into: sequences, maps, structs, tuples and enum variants, and
+/// options and newtypes too (which bincode, unlike the self-describing
+/// formats, can nest a level per byte).
 ///
-/// A value nested this deep in a field the type ignores is skipped without
-/// recursing in JSON (and the MessagePack envelope); rmp-serde recurses to
-/// skip a payload's ignored field, so there it counts too.
+/// A value in a field the type ignores is skipped without recursing in
+/// JSON, so there its depth does not matter; rmp-serde recurses to skip it,
+/// so in MessagePack it counts like any other.
 pub const MAX_PAYLOAD_DEPTH: usize = 128;
 
 fn too_deep<E: de::Error>() -> E {
@@ -356,6 +359,28 @@ mod tests {
         };
         assert!(named(MAX_PAYLOAD_DEPTH - 2).is_ok());
         let err = named(10_000).unwrap_err();
+        assert!(err.to_string().starts_with("invalid payload"), "{err}");
+    }
+
+    /// K4: a recursive enum in MessagePack, which rmp-serde's own limit
+    /// does not count, is held to the limit too.
+    #[cfg(feature = "msgpack")]
+    #[test]
+    fn k4_a_msgpack_recursive_enum_is_held_to_the_depth_limit() {
+        use crate::codec::MsgPackPayload;
+        let tree = |levels: usize| {
+            // {"Node": {"Node": ... "Leaf"}}
+            let mut bytes = Vec::new();
+            for _ in 1..levels {
+                bytes.extend_from_slice(&[0x81, 0xa4, b'N', b'o', b'd', b'e']);
+            }
+            bytes.extend_from_slice(&[0xa4, b'L', b'e', b'a', b'f']);
+            bytes
+        };
+        let decode = |bytes: &[u8]| MsgPackPayload::new(bytes).decode::<Tree>();
+        assert!(decode(&tree(MAX_PAYLOAD_DEPTH - 1)).is_ok());
+        assert!(decode(&tree(MAX_PAYLOAD_DEPTH)).is_err());
+        let err = decode(&tree(10_000)).unwrap_err();
         assert!(err.to_string().starts_with("invalid payload"), "{err}");
     }
 
