@@ -7,6 +7,12 @@
 //! emits in different rooms do not contend; the registry's lock is only
 //! taken to find, create or delete a room.
 //!
+//! A room of a channel with `delete_when_empty` goes away when its last
+//! member leaves, or, if nobody ever joined it, when its last handle drops:
+//! handles are counted (a room's count only rises under the registry's
+//! lock), so a room a client named and the application refused leaves
+//! nothing behind, and emits pay nothing for it.
+//!
 //! Files: `key` names a room, `defaults` holds what rooms start with and the
 //! join guard's verdicts, `registry` finds and creates rooms, `membership`
 //! joins and leaves them, `fanout` is the one loop that sends an encoded
