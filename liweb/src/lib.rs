@@ -172,7 +172,9 @@ mod typescript_gate;
 
 #[cfg(feature = "bincode")]
 pub use crate::codec::{BincodeCodec, BincodePayload};
-pub use crate::codec::{Codec, CodecKind, Decoded, Input, JsonCodec, JsonPayload, RawPayload};
+pub use crate::codec::{
+    Codec, CodecKind, Decoded, Input, JsonCodec, JsonPayload, MAX_PAYLOAD_DEPTH, RawPayload,
+};
 #[cfg(feature = "msgpack")]
 pub use crate::codec::{MsgPackCodec, MsgPackPayload};
 pub use crate::conn::{

@@ -151,6 +151,9 @@ pub enum ErrorCode {
     /// A handler refused the event with [`Refused`](crate::Refused); the
     /// message is the handler's reason.
     Refused,
+    /// The connection is in as many rooms as the server allows
+    /// (`max_rooms_per_connection`); it was not added to the room.
+    RoomLimit,
 }
 
 /// The payload of the reserved `error` event:

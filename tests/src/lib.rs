@@ -326,6 +326,49 @@ pub enum TestIn {
     Guarded(String),
     /// Answered with `you`: the sender's authenticated [`TestUser`], if any.
     WhoAmI,
+    /// A payload type that recurses; answered with `echoed` carrying its
+    /// depth.
+    Nest(Nest),
+}
+
+/// A payload type that recurses, as a user's tree might: for the payload
+/// depth limit in every codec.
+/// Its variants have one-letter names so a deep one fits a frame: on the
+/// wire in JSON, `{"d":{"d":"e"}}` is three levels.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Nest {
+    /// The innermost level.
+    #[serde(rename = "e")]
+    End,
+    /// One level more.
+    #[serde(rename = "d")]
+    Deeper(Box<Nest>),
+}
+
+impl Nest {
+    /// How many levels it has, counted without recursing.
+    pub fn depth(&self) -> usize {
+        let mut depth = 1;
+        let mut nest = self;
+        while let Nest::Deeper(inner) = nest {
+            depth += 1;
+            nest = inner;
+        }
+        depth
+    }
+}
+
+impl Drop for Nest {
+    /// Dropped without recursing, so a deep one cannot overflow the stack.
+    fn drop(&mut self) {
+        let mut next = match self {
+            Nest::Deeper(inner) => std::mem::replace(&mut **inner, Nest::End),
+            Nest::End => return,
+        };
+        while let Nest::Deeper(inner) = &mut next {
+            next = std::mem::replace(&mut **inner, Nest::End);
+        }
+    }
 }
 
 /// Events the test server sends.
@@ -736,6 +779,11 @@ async fn who_am_i(conn: Conn<TestOut>) -> Result<(), liweb::EmitError> {
     conn.emit(TestOut::You(conn.user::<TestUser>()))
 }
 
+#[liweb::handler(TestIn::Nest)]
+async fn nest(conn: Conn<TestOut>, nest: Nest) -> Result<(), liweb::EmitError> {
+    conn.emit(TestOut::Echoed(nest.depth().to_string()))
+}
+
 /// The test application's server builder, with every handler and hook
 /// recording into `recorder`; tests change limits before `build`.
 pub fn builder(recorder: &Recorder) -> ServerBuilder<TestIn, TestOut> {
@@ -749,7 +797,7 @@ pub fn builder(recorder: &Recorder) -> ServerBuilder<TestIn, TestOut> {
             echo, say_first, say_second, order, fail_first, fail_second, panic_handler,
             broadcast_all, broadcast_others, broadcast_admins, set_role, close_me, flood, ping,
             join_room, leave_room, room_emit, multi_emit, delete_room, room_state, set_activity,
-            set_user, divide, ack_early, guarded, who_am_i,
+            set_user, divide, ack_early, guarded, who_am_i, nest,
         ])
         .on_connect(move |conn: Conn<TestOut>| {
             let recorder = on_connect_recorder.clone();

@@ -7,7 +7,10 @@ use std::borrow::Cow;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
-use super::format::{Codec, Decoded, Input};
+use super::{
+    depth::{Limited, LimitedSeed},
+    format::{Codec, Decoded, Input},
+};
 use crate::{
     error::{DecodeError, EncodeError},
     event::PayloadDecoder,
@@ -61,7 +64,9 @@ impl PayloadDecoder for BincodePayload<'_> {
     type Error = DecodeError;
 
     fn decode<T: DeserializeOwned>(self) -> Result<T, DecodeError> {
-        match bincode::serde::decode_from_slice::<T, _>(self.0, config()) {
+        // bincode has no nesting limit: a recursive type (a tree enum) nests
+        // a level per byte, so the decoder goes through the depth limit.
+        match bincode::serde::seed_decode_from_slice(LimitedSeed::<T>::new(), self.0, config()) {
             Ok((value, read)) if read == self.0.len() => Ok(value),
             Ok(_) => Err(DecodeError::payload_message(
                 "trailing bytes after the payload",
@@ -70,7 +75,9 @@ impl PayloadDecoder for BincodePayload<'_> {
             Err(err) => {
                 let mut decoder =
                     bincode::serde::BorrowedSerdeDecoder::from_slice(self.0, config(), ());
-                match serde_path_to_error::deserialize::<_, T>(decoder.as_deserializer()) {
+                match serde_path_to_error::deserialize::<_, T>(Limited::new(
+                    decoder.as_deserializer(),
+                )) {
                     Err(err) => Err(DecodeError::payload(err)),
                     Ok(_) => Err(DecodeError::payload_message(err)),
                 }

@@ -10,6 +10,7 @@
 
 #[cfg(feature = "bincode")]
 mod bincode;
+mod depth;
 mod format;
 pub(crate) mod incoming;
 mod json;
@@ -23,6 +24,7 @@ use serde::{Serialize, de::DeserializeOwned};
 
 #[cfg(feature = "bincode")]
 pub use self::bincode::{BincodeCodec, BincodePayload};
+pub use self::depth::MAX_PAYLOAD_DEPTH;
 pub use self::format::{Codec, Decoded, Input};
 pub use self::json::{JsonCodec, JsonPayload};
 #[cfg(feature = "msgpack")]

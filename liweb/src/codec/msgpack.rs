@@ -6,7 +6,10 @@ use std::borrow::Cow;
 use bytes::Bytes;
 use serde::{Serialize, de::DeserializeOwned};
 
-use super::format::{Codec, Decoded, Input};
+use super::{
+    depth::{Limited, MAX_PAYLOAD_DEPTH},
+    format::{Codec, Decoded, Input},
+};
 use crate::{
     error::{DecodeError, EncodeError},
     event::PayloadDecoder,
@@ -47,14 +50,25 @@ impl PayloadDecoder for MsgPackPayload<'_> {
 
     fn decode<T: DeserializeOwned>(self) -> Result<T, DecodeError> {
         // As for JSON: the field path is worked out only for a failure.
-        rmp_serde::from_slice(self.0).map_err(|err| {
-            let mut de = rmp_serde::Deserializer::from_read_ref(self.0);
-            match serde_path_to_error::deserialize::<_, T>(&mut de) {
+        T::deserialize(Limited::new(&mut deserializer(self.0))).map_err(|err| {
+            let mut de = deserializer(self.0);
+            match serde_path_to_error::deserialize::<_, T>(Limited::new(&mut de)) {
                 Err(err) => DecodeError::payload(err),
                 Ok(_) => DecodeError::payload_message(err),
             }
         })
     }
+}
+
+/// A deserializer of `bytes` held to the payload depth limit: rmp-serde's
+/// own (default 1024, deeper than a debug build's stack allows) counts
+/// arrays and maps but not enums, so [`Limited`] counts every level too.
+fn deserializer(
+    bytes: &[u8],
+) -> rmp_serde::Deserializer<rmp_serde::decode::ReadRefReader<'_, [u8]>> {
+    let mut de = rmp_serde::Deserializer::from_read_ref(bytes);
+    de.set_max_depth(MAX_PAYLOAD_DEPTH);
+    de
 }
 
 /// An outbound message; `ack` and `error` are left out when absent.

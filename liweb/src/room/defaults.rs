@@ -40,6 +40,14 @@ pub enum JoinError {
     /// The connection has not authenticated; it cannot join rooms yet.
     #[error("the connection has not authenticated")]
     NotAuthenticated,
+    /// The connection is in as many rooms as
+    /// [`ServerBuilder::max_rooms_per_connection`](crate::ServerBuilder::max_rooms_per_connection)
+    /// allows; the client got an `error` event (`room_limit`).
+    #[error("the connection is in {limit} rooms, the most it may be in")]
+    TooManyRooms {
+        /// The limit.
+        limit: usize,
+    },
 }
 
 /// What a new room of a channel starts with; see

@@ -40,6 +40,13 @@ impl<Out: Events> Room<Out> {
         if !conn.inner.is_open() {
             return Err(JoinError::NotAuthenticated);
         }
+        // Checked again under the locks below; refusing here first spares
+        // the guard.
+        if let Some(limit) = self.registry.max_rooms_per_connection
+            && conn.room_count() >= limit
+        {
+            return Err(self.refuse_room_limit(conn, limit));
+        }
         if let Some(guard) = self.registry.guards.get(self.inner.key.channel())
             && let Err(err) = self.run_guard(guard, conn).await
         {
@@ -52,10 +59,23 @@ impl<Out: Events> Room<Out> {
         }
         let key = &self.inner.key;
         let presence = presence_key(conn);
+        // A room made again after this handle's was deleted is held by a
+        // handle of its own, so that if the join does not happen it goes
+        // away like any other room nobody joined.
+        let mut _remade: Option<Room<Out>> = None;
         let (room, subscribed) = loop {
-            let room = self
-                .current()
-                .unwrap_or_else(|| self.registry.get_or_create(key));
+            let room = match self.current() {
+                Some(room) => room,
+                None => {
+                    let handle = Room {
+                        registry: Arc::clone(&self.registry),
+                        inner: self.registry.handle(key),
+                    };
+                    let room = Arc::clone(&handle.inner);
+                    _remade = Some(handle);
+                    room
+                }
+            };
             let mut members = room.members_mut();
             if room.deleted.load(Ordering::Acquire) {
                 // Deleted between the look-up and the lock: look again.
@@ -64,6 +84,16 @@ impl<Out: Events> Room<Out> {
             if conn.is_closed() || members.contains_key(&conn.id()) {
                 return Ok(false);
             }
+            let mut rooms_of_conn = conn.inner.rooms();
+            if let Some(limit) = self.registry.max_rooms_per_connection
+                && rooms_of_conn.len() >= limit
+            {
+                drop(rooms_of_conn);
+                drop(members);
+                return Err(self.refuse_room_limit(conn, limit));
+            }
+            rooms_of_conn.push(key.clone());
+            drop(rooms_of_conn);
             members.insert(
                 conn.id(),
                 Member {
@@ -78,7 +108,6 @@ impl<Out: Events> Room<Out> {
                 Some(cluster) if members.len() == 1 => Some(cluster.subscribe(key)),
                 _ => None,
             };
-            conn.inner.rooms().push(key.clone());
             drop(members);
             break (room, subscribed);
         };
@@ -144,6 +173,24 @@ impl<Out: Events> Room<Out> {
             }
         }
         Ok(true)
+    }
+
+    /// Counts, logs (once per connection) and answers a join refused at
+    /// the room limit.
+    fn refuse_room_limit(&self, conn: &Conn<Out>, limit: usize) -> JoinError {
+        self.registry
+            .room_limit_refusals
+            .fetch_add(1, Ordering::Relaxed);
+        if conn.set_data(RoomLimitLogged).is_none() {
+            tracing::info!(conn = %conn.id(), limit, "refused a join at the room limit (logged once per connection)");
+        }
+        let err = JoinError::TooManyRooms { limit };
+        conn.send_error(
+            ErrorCode::RoomLimit,
+            format!("cannot join `{}`: {err}", self.inner.key),
+            None,
+        );
+        err
     }
 
     async fn run_guard(&self, guard: &JoinGuard<Out>, conn: &Conn<Out>) -> Result<(), JoinError> {
@@ -276,6 +323,10 @@ impl<Out: Events> Registry<Out> {
         self.publish_reserved(&room.key, name, &payload, except, Only::PresenceEvents);
     }
 }
+
+/// Marks a connection whose join at the room limit was logged.
+#[derive(Clone, Copy)]
+struct RoomLimitLogged;
 
 /// Whose presence a connection is.
 fn presence_key<Out: Events>(conn: &Conn<Out>) -> PresenceKey {

@@ -7,6 +7,12 @@
 //! emits in different rooms do not contend; the registry's lock is only
 //! taken to find, create or delete a room.
 //!
+//! A room of a channel with `delete_when_empty` goes away when its last
+//! member leaves, or, if nobody ever joined it, when its last handle drops:
+//! handles are counted (a room's count only rises under the registry's
+//! lock), so a room a client named and the application refused leaves
+//! nothing behind, and emits pay nothing for it.
+//!
 //! Files: `key` names a room, `defaults` holds what rooms start with and the
 //! join guard's verdicts, `registry` finds and creates rooms, `membership`
 //! joins and leaves them, `fanout` is the one loop that sends an encoded
@@ -74,9 +80,15 @@ impl<Out: Events> Channel<Out> {
     }
 
     /// The room `key` of this channel, created if it does not exist yet.
+    ///
+    /// In a channel whose rooms are deleted when empty
+    /// ([`RoomDefaults::delete_when_empty`]), a room nobody joins goes away
+    /// with its last handle (the `Room` and every [`RoomState`] taken from
+    /// it), state included: looking up a room a client names and then
+    /// refusing the join leaves nothing behind.
     pub fn room(&self, key: &str) -> Room<Out> {
         let key = RoomKey::new(&*self.name, key);
-        let inner = self.registry.get_or_create(&key);
+        let inner = self.registry.handle(&key);
         Room {
             registry: Arc::clone(&self.registry),
             inner,
@@ -86,7 +98,9 @@ impl<Out: Events> Channel<Out> {
     /// The room `key` if it exists. Does not create it: use this where a
     /// client names a room that should already be there.
     pub fn get(&self, key: &str) -> Option<Room<Out>> {
-        let inner = self.registry.get(&RoomKey::new(&*self.name, key))?;
+        let inner = self
+            .registry
+            .existing_handle(&RoomKey::new(&*self.name, key))?;
         Some(Room {
             registry: Arc::clone(&self.registry),
             inner,
@@ -144,9 +158,23 @@ pub struct Room<Out> {
 
 impl<Out> Clone for Room<Out> {
     fn clone(&self) -> Self {
+        // A handle is cloned from a live one: the count is above 0 already.
+        self.inner.handles.fetch_add(1, Ordering::AcqRel);
         Self {
             registry: Arc::clone(&self.registry),
             inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+impl<Out> Drop for Room<Out> {
+    fn drop(&mut self) {
+        if self.inner.handles.fetch_sub(1, Ordering::AcqRel) == 1
+            && self.inner.delete_when_empty
+            && !self.inner.deleted.load(Ordering::Acquire)
+            && self.inner.members().is_empty()
+        {
+            self.registry.release(&self.inner);
         }
     }
 }
@@ -282,13 +310,16 @@ impl<Out: Events> Room<Out> {
         }
     }
 
-    /// The room's state; see [`RoomState`].
+    /// The room's state; see [`RoomState`]. The state handle holds the
+    /// room as this handle does.
     pub fn state(&self) -> RoomState {
+        self.inner.state_used.store(true, Ordering::Release);
         RoomState::new(
             Arc::clone(&self.registry.state),
             self.inner.key.clone(),
             Some(Arc::clone(&self.registry.on_change)),
         )
+        .keeping(Arc::new(self.clone()))
     }
 
     /// Turns state sync on or off: when on, members receive each state change
@@ -441,7 +472,10 @@ mod tests {
             Arc::new(MemoryStore::new()),
             Arc::new(MemoryPresence::new(Duration::from_secs(60))),
             HashMap::new(),
-            Duration::from_secs(5),
+            registry::JoinLimits {
+                guard_timeout: Duration::from_secs(5),
+                max_rooms_per_connection: Some(2),
+            },
             defaults
                 .iter()
                 .map(|(channel, defaults)| (Arc::from(*channel), *defaults))
@@ -494,5 +528,97 @@ mod tests {
         assert!(fresh.has(a.id()));
         assert!(stale.has(a.id()), "the stale handle sees the new room");
         assert_eq!(a.rooms(), vec![RoomKey::new("c", "r")]);
+    }
+
+    /// K2: a room of a `delete_when_empty` channel that nobody joins goes
+    /// away with its last handle (clones and state handles included), and
+    /// takes its state with it.
+    #[tokio::test]
+    async fn k2_a_room_nobody_joined_goes_away_with_its_last_handle() {
+        let registry = rooms(&[("temp", RoomDefaults::new().delete_when_empty(true))]);
+        let channel = Channel::new(Arc::clone(&registry), "temp");
+        let room = channel.room("r");
+        let clone = room.clone();
+        assert!(channel.has_room("r"));
+        drop(room);
+        assert!(channel.has_room("r"), "a clone still holds it");
+        let state = clone.state();
+        drop(clone);
+        assert!(channel.has_room("r"), "a state handle still holds it");
+        state.set("k", &1).await.unwrap();
+        drop(state);
+        assert!(!channel.has_room("r"), "the last handle dropped");
+        assert_eq!(channel.rooms(), Vec::<String>::new());
+        // The state goes on a task; it is gone once that task ran.
+        let dropped = tokio::time::timeout(Duration::from_secs(5), async {
+            while !registry
+                .state
+                .snapshot(&RoomKey::new("temp", "r"))
+                .await
+                .unwrap()
+                .is_empty()
+            {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await;
+        assert!(
+            dropped.is_ok(),
+            "the abandoned room's state was not dropped"
+        );
+
+        // A look-up without creating creates nothing.
+        assert!(channel.get("nope").is_none());
+        assert!(!channel.has_room("nope"));
+
+        // A joined room stays while it has members, whatever the handles.
+        let (a, _rx) = Conn::<Out>::detached(CodecKind::Json);
+        assert_eq!(channel.room("kept").join(&a).await, Ok(true));
+        assert!(channel.has_room("kept"));
+        let kept = channel.get("kept").expect("it has a member");
+        assert!(kept.leave(&a).await);
+        assert!(!channel.has_room("kept"));
+
+        // Rooms of channels that keep their rooms stay.
+        let keep = Channel::new(registry, "keep");
+        drop(keep.room("r"));
+        assert!(keep.has_room("r"));
+    }
+
+    /// K2: a join past `max_rooms_per_connection` fails with
+    /// `TooManyRooms`, is counted, answers the client `room_limit`, and
+    /// leaves no room behind.
+    #[tokio::test]
+    async fn k2_a_join_past_the_room_limit_is_refused_and_leaves_nothing() {
+        let registry = rooms(&[("temp", RoomDefaults::new().delete_when_empty(true))]);
+        let channel = Channel::new(Arc::clone(&registry), "temp");
+        let (a, mut rx) = Conn::<Out>::detached(CodecKind::Json);
+        assert_eq!(channel.room("one").join(&a).await, Ok(true));
+        assert_eq!(channel.room("two").join(&a).await, Ok(true));
+        assert_eq!(
+            channel.room("three").join(&a).await,
+            Err(JoinError::TooManyRooms { limit: 2 })
+        );
+        assert_eq!(channel.rooms(), ["one", "two"]);
+        assert_eq!(a.room_count(), 2);
+        assert_eq!(registry.room_limit_refusals.load(Ordering::Relaxed), 1);
+        // The queued item, read through its `Debug`: rooms do not name the
+        // transport's types.
+        let queued = format!("{:?}", rx.try_recv().expect("an error event was queued"));
+        assert!(queued.contains("room_limit"), "{queued}");
+
+        // Joining a room it is in is not refused; leaving makes room.
+        assert_eq!(channel.room("one").join(&a).await, Ok(false));
+        assert!(channel.room("one").leave(&a).await);
+        assert_eq!(channel.room("three").join(&a).await, Ok(true));
+
+        // A stale handle whose join is refused leaves no room either.
+        let stale = channel.room("four");
+        assert!(channel.delete_room("four").await);
+        assert_eq!(
+            stale.join(&a).await,
+            Err(JoinError::TooManyRooms { limit: 2 })
+        );
+        assert!(!channel.has_room("four"));
     }
 }

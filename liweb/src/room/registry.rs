@@ -5,7 +5,7 @@ use std::{
     collections::{HashMap, HashSet},
     sync::{
         Arc, RwLock, Weak,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
     },
 };
 
@@ -29,6 +29,13 @@ use crate::{
     state::{ChangeListener, StatePatch, StateStore},
 };
 
+/// What bounds a join: the guard's time to answer, the rooms per connection.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct JoinLimits {
+    pub(crate) guard_timeout: std::time::Duration,
+    pub(crate) max_rooms_per_connection: Option<usize>,
+}
+
 /// Every room of a server, and the stores behind their state and presence.
 pub(crate) struct Registry<Out> {
     pub(crate) rooms: RwLock<HashMap<RoomKey, Arc<RoomInner<Out>>>>,
@@ -45,6 +52,13 @@ pub(crate) struct Registry<Out> {
     /// The server's waiters for other nodes' replies, for requests to a
     /// room's members on every node.
     pub(crate) waiters: Arc<Waiters>,
+    /// The most rooms one connection may be in; `None`: no limit.
+    pub(crate) max_rooms_per_connection: Option<usize>,
+    /// Joins refused at `max_rooms_per_connection`, for the server's stats.
+    pub(crate) room_limit_refusals: AtomicU64,
+    /// Drops the state of a room that went away with its last handle (on a
+    /// task: stores are async, handles are dropped anywhere).
+    pub(crate) abandoned: Arc<dyn Fn(&RoomKey) + Send + Sync>,
 }
 
 pub(crate) struct RoomInner<Out> {
@@ -56,6 +70,15 @@ pub(crate) struct RoomInner<Out> {
     /// Set, under the members lock, when the room leaves the registry; a
     /// handle that sees it looks the room up again.
     pub(crate) deleted: AtomicBool,
+    /// How many [`Room`](super::Room) handles hold the room. Only raised
+    /// under the registry's lock when a handle comes from the registry, so
+    /// under its write lock a count of 0 cannot rise: a room of a
+    /// `delete_when_empty` channel that nobody joined goes away when its last
+    /// handle drops.
+    pub(crate) handles: AtomicUsize,
+    /// Whether a handle asked for the room's state: only then does a room
+    /// that goes away with its last handle have state to drop.
+    pub(crate) state_used: AtomicBool,
 }
 
 pub(crate) struct Member<Out> {
@@ -65,18 +88,7 @@ pub(crate) struct Member<Out> {
     pub(crate) presence: PresenceKey,
 }
 
-impl<Out: Events> RoomInner<Out> {
-    pub(crate) fn new(key: RoomKey, defaults: RoomDefaults) -> Self {
-        Self {
-            key,
-            members: RwLock::new(HashMap::new()),
-            sync: AtomicBool::new(defaults.sync),
-            presence_events: AtomicBool::new(defaults.presence_events),
-            delete_when_empty: defaults.delete_when_empty,
-            deleted: AtomicBool::new(false),
-        }
-    }
-
+impl<Out> RoomInner<Out> {
     pub(crate) fn members(&self) -> std::sync::RwLockReadGuard<'_, HashMap<ConnId, Member<Out>>> {
         self.members
             .read()
@@ -89,6 +101,21 @@ impl<Out: Events> RoomInner<Out> {
         self.members
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl<Out: Events> RoomInner<Out> {
+    pub(crate) fn new(key: RoomKey, defaults: RoomDefaults) -> Self {
+        Self {
+            key,
+            members: RwLock::new(HashMap::new()),
+            sync: AtomicBool::new(defaults.sync),
+            presence_events: AtomicBool::new(defaults.presence_events),
+            delete_when_empty: defaults.delete_when_empty,
+            deleted: AtomicBool::new(false),
+            handles: AtomicUsize::new(0),
+            state_used: AtomicBool::new(false),
+        }
     }
 
     /// Queues one encoded message for every member `keep` accepts.
@@ -133,37 +160,7 @@ impl<Out: Events> RoomInner<Out> {
     }
 }
 
-impl<Out: Events> Registry<Out> {
-    pub(crate) fn new(
-        state: Arc<dyn StateStore>,
-        presence: Arc<dyn PresenceStore>,
-        guards: HashMap<Arc<str>, JoinGuard<Out>>,
-        guard_timeout: std::time::Duration,
-        defaults: HashMap<Arc<str>, RoomDefaults>,
-        cluster: Option<Arc<dyn Link>>,
-        waiters: Arc<Waiters>,
-    ) -> Arc<Self> {
-        Arc::new_cyclic(|weak: &Weak<Self>| {
-            let weak = weak.clone();
-            let on_change: ChangeListener = Arc::new(move |key: &RoomKey, patch: &StatePatch| {
-                if let Some(registry) = weak.upgrade() {
-                    registry.state_changed(key, patch);
-                }
-            });
-            Self {
-                rooms: RwLock::new(HashMap::new()),
-                guards,
-                guard_timeout,
-                defaults,
-                state,
-                presence,
-                on_change,
-                cluster,
-                waiters,
-            }
-        })
-    }
-
+impl<Out> Registry<Out> {
     pub(crate) fn rooms(
         &self,
     ) -> std::sync::RwLockReadGuard<'_, HashMap<RoomKey, Arc<RoomInner<Out>>>> {
@@ -184,18 +181,131 @@ impl<Out: Events> Registry<Out> {
         self.rooms().get(key).cloned()
     }
 
-    pub(crate) fn get_or_create(&self, key: &RoomKey) -> Arc<RoomInner<Out>> {
-        if let Some(room) = self.get(key) {
+    /// Takes `room` out of the registry if nothing holds it: no handle, no
+    /// member. Called when the last handle of a `delete_when_empty` room
+    /// drops, so a room looked up and abandoned (a join refused before it was
+    /// made, say) does not stay behind.
+    pub(crate) fn release(&self, room: &Arc<RoomInner<Out>>) {
+        {
+            let mut rooms = self.rooms_mut();
+            if !rooms
+                .get(&room.key)
+                .is_some_and(|indexed| Arc::ptr_eq(indexed, room))
+            {
+                return;
+            }
+            let members = room.members_mut();
+            if !members.is_empty() || room.handles.load(Ordering::Acquire) != 0 {
+                return;
+            }
+            room.deleted.store(true, Ordering::Release);
+            rooms.remove(&room.key);
+        }
+        // A room that had members went away when the last one left; this
+        // one never had any, so it has no presence and nothing in the
+        // cluster's membership. Its state is dropped only if it was used.
+        if room.state_used.load(Ordering::Acquire) {
+            (self.abandoned)(&room.key);
+        }
+    }
+}
+
+impl<Out: Events> Registry<Out> {
+    pub(crate) fn new(
+        state: Arc<dyn StateStore>,
+        presence: Arc<dyn PresenceStore>,
+        guards: HashMap<Arc<str>, JoinGuard<Out>>,
+        limits: JoinLimits,
+        defaults: HashMap<Arc<str>, RoomDefaults>,
+        cluster: Option<Arc<dyn Link>>,
+        waiters: Arc<Waiters>,
+    ) -> Arc<Self> {
+        let JoinLimits {
+            guard_timeout,
+            max_rooms_per_connection,
+        } = limits;
+        Arc::new_cyclic(|weak: &Weak<Self>| {
+            let on_abandoned = weak.clone();
+            let abandoned = Arc::new(move |key: &RoomKey| {
+                let Some(registry) = on_abandoned.upgrade() else {
+                    return;
+                };
+                let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+                    tracing::warn!(room = %key, "kept the state of an abandoned room: no runtime to drop it on");
+                    return;
+                };
+                let key = key.clone();
+                runtime.spawn(async move { registry.drop_abandoned_state(&key).await });
+            });
+            let weak = weak.clone();
+            let on_change: ChangeListener = Arc::new(move |key: &RoomKey, patch: &StatePatch| {
+                if let Some(registry) = weak.upgrade() {
+                    registry.state_changed(key, patch);
+                }
+            });
+            Self {
+                rooms: RwLock::new(HashMap::new()),
+                guards,
+                guard_timeout,
+                defaults,
+                state,
+                presence,
+                on_change,
+                cluster,
+                waiters,
+                max_rooms_per_connection,
+                room_limit_refusals: AtomicU64::new(0),
+                abandoned,
+            }
+        })
+    }
+
+    /// The room `key` for a new handle, if it exists. The handle count
+    /// rises under the registry's lock (see [`RoomInner::handles`]).
+    pub(crate) fn existing_handle(&self, key: &RoomKey) -> Option<Arc<RoomInner<Out>>> {
+        let rooms = self.rooms();
+        let room = rooms.get(key)?;
+        room.handles.fetch_add(1, Ordering::AcqRel);
+        Some(Arc::clone(room))
+    }
+
+    /// The room `key` for a new handle, created if missing.
+    pub(crate) fn handle(&self, key: &RoomKey) -> Arc<RoomInner<Out>> {
+        if let Some(room) = self.existing_handle(key) {
             return room;
         }
-        Arc::clone(self.rooms_mut().entry(key.clone()).or_insert_with(|| {
+        let mut rooms = self.rooms_mut();
+        let room = rooms.entry(key.clone()).or_insert_with(|| {
             let defaults = self
                 .defaults
                 .get(key.channel())
                 .copied()
                 .unwrap_or_default();
             Arc::new(RoomInner::new(key.clone(), defaults))
-        }))
+        });
+        room.handles.fetch_add(1, Ordering::AcqRel);
+        Arc::clone(room)
+    }
+
+    async fn drop_abandoned_state(&self, key: &RoomKey) {
+        if let Some(cluster) = &self.cluster {
+            // The state is shared: other nodes may have members.
+            match cluster.members(key).await {
+                Ok(members) if members.is_empty() => {}
+                Ok(_) => return,
+                Err(err) => {
+                    tracing::warn!(room = %key, err = %Chain(&err), "kept the state of an abandoned room: cannot tell whether other nodes have members");
+                    return;
+                }
+            }
+        }
+        // A room of the same name made since then owns the state now.
+        if self.get(key).is_some() {
+            return;
+        }
+        if let Err(err) = self.state.drop_room(key).await {
+            tracing::error!(room = %key, err = %Chain(&err), "cannot drop the state of an abandoned room");
+        }
     }
 
     /// Takes a room out of the registry: members leave it (without presence

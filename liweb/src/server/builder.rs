@@ -26,7 +26,11 @@ use crate::{
     middleware::{Middleware, MiddlewareOptions, Step},
     presence::{MemoryPresence, PresenceStore},
     request::Waiters,
-    room::{JoinGuard, JoinRejected, RoomDefaults, key::RoomKey, registry::Registry},
+    room::{
+        JoinGuard, JoinRejected, RoomDefaults,
+        key::RoomKey,
+        registry::{JoinLimits, Registry},
+    },
     state::{MemoryStore, StateStore},
 };
 
@@ -271,6 +275,22 @@ impl<In: Events, Out: Events> ServerBuilder<In, Out> {
         self
     }
 
+    /// The most rooms one connection may be in at once, or `None` for no
+    /// limit; see [`Config::max_rooms_per_connection`] (default 100).
+    ///
+    /// ```
+    /// # #[derive(liweb::Events)] enum In { Join(String) }
+    /// # #[derive(liweb::Events)] enum Out { Joined(String) }
+    /// let server = liweb::Server::<In, Out>::builder()
+    ///     .max_rooms_per_connection(16)
+    ///     .build();
+    /// # let _ = server;
+    /// ```
+    pub fn max_rooms_per_connection(mut self, max: impl Into<Option<usize>>) -> Self {
+        self.config.max_rooms_per_connection = max.into();
+        self
+    }
+
     /// The origins allowed to connect; see [`Config::allowed_origins`].
     pub fn allowed_origins<I, S>(mut self, origins: I) -> Self
     where
@@ -414,7 +434,10 @@ impl<In: Events, Out: Events> ServerBuilder<In, Out> {
                     self.presence_store
                         .unwrap_or_else(|| Arc::new(MemoryPresence::new(self.presence_ttl))),
                     self.join_guards,
-                    self.join_guard_timeout,
+                    JoinLimits {
+                        guard_timeout: self.join_guard_timeout,
+                        max_rooms_per_connection: self.config.max_rooms_per_connection,
+                    },
                     self.channel_defaults,
                     link.clone(),
                     Arc::clone(&waiters),

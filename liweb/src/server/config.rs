@@ -67,6 +67,11 @@ pub struct Config {
     /// another `Origin` is refused with `403 Forbidden`, one without an
     /// `Origin` (a non-browser client) is accepted. Any origin by default.
     pub allowed_origins: Option<Arc<[String]>>,
+    /// The most rooms one connection may be in at once (default 100); a
+    /// join past it fails with
+    /// [`JoinError::TooManyRooms`](crate::JoinError::TooManyRooms) and the
+    /// client gets an `error` event of code `room_limit`. `None`: no limit.
+    pub max_rooms_per_connection: Option<usize>,
 }
 
 impl Default for Config {
@@ -85,6 +90,7 @@ impl Default for Config {
             event_burst: None,
             max_auth_failures_per_minute: Some(30),
             allowed_origins: None,
+            max_rooms_per_connection: Some(100),
         }
     }
 }
@@ -173,6 +179,9 @@ pub struct Stats {
     pub ping_timeouts: u64,
     /// Connections closed for being idle.
     pub idle_timeouts: u64,
+    /// Joins refused at
+    /// [`Config::max_rooms_per_connection`](crate::Config::max_rooms_per_connection).
+    pub room_limit_refusals: u64,
 }
 
 /// The close reason of connections ended by [`Server::shutdown`].

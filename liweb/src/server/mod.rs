@@ -296,6 +296,7 @@ impl<In: Events, Out: Events> Server<In, Out> {
             queued_bytes: self.inner.budget.total(),
             ping_timeouts: read(&counters.ping_timeouts),
             idle_timeouts: read(&counters.idle_timeouts),
+            room_limit_refusals: read(&self.inner.rooms.room_limit_refusals),
         }
     }
 

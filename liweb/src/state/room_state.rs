@@ -51,6 +51,10 @@ pub struct RoomState {
     store: Arc<dyn StateStore>,
     room: RoomKey,
     on_change: Option<ChangeListener>,
+    /// What must live as long as this handle: the room's own handle, so a
+    /// room that goes away with its last handle does not drop the state
+    /// while it is still being written.
+    _keep: Option<Arc<dyn std::any::Any + Send + Sync>>,
 }
 
 impl fmt::Debug for RoomState {
@@ -101,7 +105,14 @@ impl RoomState {
             store,
             room,
             on_change,
+            _keep: None,
         }
+    }
+
+    /// This handle, keeping `keep` alive as long as it or a clone lives.
+    pub(crate) fn keeping(mut self, keep: Arc<dyn std::any::Any + Send + Sync>) -> Self {
+        self._keep = Some(keep);
+        self
     }
 
     /// The room this state belongs to.
