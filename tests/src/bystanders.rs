@@ -14,6 +14,8 @@ use crate::{RoomRef, Running, Target, TestClient, TestIn, TestOut, WAIT};
 
 /// How often each bystander speaks.
 const EVERY: Duration = Duration::from_millis(20);
+/// How many messages each bystander sends at least.
+const MIN_SENT: u64 = 3;
 
 /// Two clients in one room, each sending a numbered message every 20 ms and
 /// reading everything the room sends. Start them before the attack,
@@ -170,7 +172,8 @@ async fn talk(
     let mut tick = tokio::time::interval(EVERY);
     loop {
         tokio::select! {
-            _ = stopped.changed() => break,
+            // A few messages each before stopping, however short the attack.
+            _ = stopped.changed(), if seen.sent >= MIN_SENT => break,
             _ = tick.tick() => {
                 client
                     .emit(TestIn::RoomEmit {
